@@ -1,0 +1,208 @@
+"""The `toolgym` command line: domains, environments and tasks (more layers add their own commands)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import statistics
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from toolgym.domains import SpecError, builtin_names, load_domain, load_spec_file
+from toolgym.envs.environment import Environment, EnvironmentRecord
+from toolgym.envs.graph import ToolGraph
+from toolgym.envs.sample import EnvironmentSampler, SamplerConfig
+from toolgym.jsonl import read_jsonl, write_jsonl
+from toolgym.tasks.model import Task
+from toolgym.tasks.synthesize import SynthesisFailed, synthesize_task
+from toolgym.tasks.verify import gold_answer, replay
+
+app = typer.Typer(help="toolgym: verifiable tool-use environments, agent rollouts and async RL.", no_args_is_help=True)
+domains_app = typer.Typer(help="Inspect and compile domain specs.", no_args_is_help=True)
+envs_app = typer.Typer(help="Sample tool-use environments from a domain.", no_args_is_help=True)
+tasks_app = typer.Typer(help="Synthesize and verify tasks.", no_args_is_help=True)
+app.add_typer(domains_app, name="domains")
+app.add_typer(envs_app, name="envs")
+app.add_typer(tasks_app, name="tasks")
+console = Console()
+
+DomainOpt = Annotated[str, typer.Option("--domain", "-d", help="Built-in domain name, a spec YAML path, or 'all'.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Sampling seed: the same seed gives the same output.")]
+DataSeedOpt = Annotated[int, typer.Option("--data-seed", help="Seed of the domain's generated database.")]
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
+
+
+def _domains(spec: str) -> list[str]:
+    return builtin_names() if spec == "all" else [spec]
+
+
+def _load(name: str):
+    try:
+        return load_domain(name)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0])) from None
+    except SpecError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+
+
+@domains_app.command("list")
+def domains_list() -> None:
+    """List built-in domains with their size."""
+    table = Table("domain", "title", "entities", "tools", "actions", "seeded rows", "graph edges")
+    for name in builtin_names():
+        d = _load(name)
+        g = ToolGraph(d)
+        table.add_row(name, d.spec.title, str(len(d.entities)), str(len(d.tools)), str(len(d.spec.actions)),
+                      str(sum(e.rows for e in d.spec.entities)), str(g.graph.number_of_edges()))
+    console.print(table)
+
+
+@domains_app.command("show")
+def domains_show(name: Annotated[str, typer.Argument(help="Domain name or spec path.")],
+                 tools: Annotated[bool, typer.Option(help="List every tool with its parameters.")] = False) -> None:
+    """Show a domain's entities, tool kinds and tool graph."""
+    d = _load(name)
+    console.print(f"[bold]{d.spec.title}[/bold] ({d.name}): {d.spec.description}")
+    table = Table("entity", "fields", "rows", "states", "tools")
+    for e in d.spec.entities:
+        n = sum(1 for t in d.tools.values() if t.entity == e.name)
+        table.add_row(e.name, ", ".join(f.name for f in e.fields), str(e.rows),
+                      ", ".join(e.status.states) if e.status else "-", str(n))
+    console.print(table)
+    console.print(f"tool graph: {ToolGraph(d).summary()}")
+    if tools:
+        tt = Table("tool", "kind", "writes", "parameters")
+        for t in d.tools.values():
+            params = ", ".join(f"{p.name}{'' if p.required else '?'}" for p in t.params)
+            tt.add_row(t.name, t.kind, "yes" if t.writes else "", params)
+        console.print(tt)
+
+
+@domains_app.command("compile")
+def domains_compile(
+    path: Annotated[Path, typer.Argument(help="Domain spec YAML to validate and compile.", exists=True)],
+    seed: SeedOpt = 0,
+    out: Annotated[Optional[Path], typer.Option(help="Write the tools as OpenAI schemas (JSONL).")] = None,
+    db: Annotated[Optional[Path], typer.Option(help="Write the seeded SQLite database to this file.")] = None,
+) -> None:
+    """Validate a spec (every problem with its YAML path) and compile it; exit 1 if it is broken."""
+    try:
+        d = load_spec_file(path)
+    except SpecError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"[green]ok[/green] {d.name}: {len(d.entities)} entities, {len(d.tools)} tools")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps(t.openai_schema()) + "\n" for t in d.tools.values()))
+        console.print(f"tools -> {out}")
+    if db:
+        env = Environment(d, list(d.tools), data_seed=seed)
+        db.unlink(missing_ok=True)
+        target = sqlite3.connect(db)
+        env.conn.backup(target)
+        target.close()
+        console.print(f"database -> {db}")
+
+
+def _sample_envs(domain_names: list[str], n: int, seed: int, data_seed: int, min_tools: int):
+    with _progress() as progress:
+        for name in domain_names:
+            d = _load(name)
+            sampler = EnvironmentSampler(d, seed, SamplerConfig(min_tools=min_tools), data_seed)
+            job = progress.add_task(f"sampling {name}", total=n)
+            for env in sampler.sample_many(n):
+                yield env
+                env.close()
+                progress.advance(job)
+
+
+@envs_app.command("sample")
+def envs_sample(
+    domain: DomainOpt,
+    n: Annotated[int, typer.Option("--n", help="Environments per domain.", min=1)] = 10,
+    seed: SeedOpt = 0,
+    data_seed: DataSeedOpt = 0,
+    min_tools: Annotated[int, typer.Option(help="Fewest tools an environment may have.", min=1)] = 20,
+    out: Annotated[Path, typer.Option(help="Output JSONL of environment records.")] = Path("envs.jsonl"),
+) -> None:
+    """Sample environments (seed chain, BFS expansion, chain fusion, top-up) and write them as JSONL."""
+    start = time.perf_counter()
+    records: list[EnvironmentRecord] = []
+    for env in _sample_envs(_domains(domain), n, seed, data_seed, min_tools):
+        records.append(env.record())
+    write_jsonl(out, records)
+    sizes = [len(r.tools) for r in records]
+    chains = [len(r.chains) for r in records]
+    console.print(f"{len(records)} environments -> {out} in {time.perf_counter() - start:.1f}s; tools per env "
+                  f"min {min(sizes)} / mean {statistics.mean(sizes):.1f} / max {max(sizes)}; chains per env mean "
+                  f"{statistics.mean(chains):.2f}")
+
+
+@tasks_app.command("synth")
+def tasks_synth(
+    domain: Annotated[Optional[str], typer.Option("--domain", "-d", help="Domain name, spec path, or 'all'.")] = None,
+    envs: Annotated[Optional[Path], typer.Option(help="Environments JSONL to build tasks in (else sample).")] = None,
+    n: Annotated[int, typer.Option("--n", help="Tasks per domain (one per environment).", min=1)] = 10,
+    seed: SeedOpt = 0,
+    data_seed: DataSeedOpt = 0,
+    out: Annotated[Path, typer.Option(help="Output JSONL of tasks.")] = Path("tasks.jsonl"),
+    show: Annotated[int, typer.Option(help="Print this many example instructions.")] = 3,
+) -> None:
+    """Reverse-synthesize tasks from executed tool chains and write them as JSONL."""
+    if (domain is None) == (envs is None):
+        raise typer.BadParameter("give exactly one of --domain or --envs")
+    if envs is not None:
+        sources = (Environment.from_record(r) for r in read_jsonl(envs, EnvironmentRecord))
+    else:
+        sources = _sample_envs(_domains(domain), n, seed, data_seed, 20)
+    tasks: list[Task] = []
+    failed = 0
+    for i, env in enumerate(sources):
+        try:
+            tasks.append(synthesize_task(env, seed * 1_000_003 + i))
+        except SynthesisFailed:
+            failed += 1
+    write_jsonl(out, tasks)
+    if not tasks:
+        console.print("[red]no task could be synthesized[/red]")
+        raise typer.Exit(1)
+    console.print(f"{len(tasks)} tasks -> {out} ({failed} environments gave none); mean chain length "
+                  f"{statistics.mean(t.difficulty.chain_length for t in tasks):.2f}, mean writes "
+                  f"{statistics.mean(t.difficulty.n_writes for t in tasks):.2f}")
+    for t in tasks[:show]:
+        console.print(f"[cyan]{t.id}[/cyan] {t.instruction}")
+
+
+@tasks_app.command("verify")
+def tasks_verify(path: Annotated[Path, typer.Argument(help="Tasks JSONL.", exists=True)]) -> None:
+    """Replay every task's gold chain and check its verifier passes (exit 1 if any fails)."""
+    tasks = list(read_jsonl(path, Task))
+    bad = []
+    with _progress() as progress:
+        job = progress.add_task("replaying gold chains", total=len(tasks))
+        for t in tasks:
+            verdict = replay(t, t.gold_chain, gold_answer(t))
+            if not verdict.passed:
+                bad.append((t.id, verdict.explain()))
+            progress.advance(job)
+    for tid, why in bad:
+        console.print(f"[red]{tid}[/red]: {why}")
+    console.print(f"{len(tasks) - len(bad)}/{len(tasks)} gold chains pass their verifier")
+    if bad:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,182 @@
+"""Environment: a subset of a domain's tools over its own SQLite database, with calls, forks, snapshots and a
+Gymnasium-style reset/step.
+
+Every environment starts from the domain's seeded database for its `data_seed` (built once per process and
+copied with SQLite's backup API, so a fork costs well under a millisecond). Tool failures of any kind come
+back as an error result for the agent; nothing raises out of `call` or `step`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from toolgym.domains.database import connect, create_schema, decode_row, populate
+from toolgym.domains.execute import ToolError, execute
+from toolgym.domains.model import Domain, Tool
+from toolgym.domains.registry import load_domain
+from toolgym.envs.state import RowChange, Snapshot, diff, snapshot, state_hash
+
+_BASE: dict[tuple[int, int], sqlite3.Connection] = {}
+
+
+def base_database(domain: Domain, data_seed: int) -> sqlite3.Connection:
+    """The domain's seeded database for `data_seed`, generated once per process (read-only by convention)."""
+    key = (id(domain), data_seed)
+    if key not in _BASE:
+        conn = connect()
+        create_schema(conn, domain)
+        populate(conn, domain, data_seed)
+        _BASE[key] = conn
+    return _BASE[key]
+
+
+_BASE_STATE: dict[tuple[int, int], tuple[Snapshot, str]] = {}
+
+
+def base_state(domain: Domain, data_seed: int) -> tuple[Snapshot, str]:
+    """Snapshot and hash of the seeded database (computed once; environments diff against it)."""
+    key = (id(domain), data_seed)
+    if key not in _BASE_STATE:
+        snap = snapshot(base_database(domain, data_seed), domain.entity_order())
+        _BASE_STATE[key] = (snap, state_hash(snap))
+    return _BASE_STATE[key]
+
+
+def copy_database(src: sqlite3.Connection) -> sqlite3.Connection:
+    dst = connect()
+    src.backup(dst)
+    return dst
+
+
+class ToolCall(BaseModel):
+    """A call of one tool with JSON arguments (the OpenAI function-call shape)."""
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolResult(BaseModel):
+    """What the agent sees: `content` on success, `error` (a sentence for the agent) on failure."""
+
+    ok: bool
+    content: Any = None
+    error: str | None = None
+
+    def text(self) -> str:
+        return json.dumps(self.content if self.ok else {"error": self.error}, default=str)
+
+
+class EnvironmentRecord(BaseModel):
+    """The serializable identity of an environment: enough to rebuild it exactly."""
+
+    id: str
+    domain: str
+    data_seed: int = 0
+    tools: list[str]
+    chains: list[list[ToolCall]] = []
+    initial_hash: str | None = None
+
+
+class Environment:
+    """A tool-use environment: a tool subset of a domain and a database instance consistent with it."""
+
+    def __init__(self, domain: Domain, tools: list[str], data_seed: int = 0, env_id: str = "env",
+                 chains: list[list[ToolCall]] | None = None, conn: sqlite3.Connection | None = None):
+        unknown = [t for t in tools if t not in domain.tools]
+        if unknown:
+            raise ValueError(f"domain {domain.name} has no tools {unknown}")
+        self.domain = domain
+        self.tool_names = sorted(tools)
+        self.tools: dict[str, Tool] = {t: domain.tools[t] for t in self.tool_names}
+        self.data_seed = data_seed
+        self.id = env_id
+        self.chains = chains or []
+        self.conn = conn if conn is not None else copy_database(base_database(domain, data_seed))
+        self.tables = list(domain.entity_order())
+        self.now = domain.spec.clock
+
+    @classmethod
+    def from_record(cls, record: EnvironmentRecord, domain: Domain | None = None) -> Environment:
+        env = cls(domain or load_domain(record.domain), record.tools, record.data_seed, record.id, record.chains)
+        rebuilt = base_state(env.domain, env.data_seed)[1]
+        if record.initial_hash and rebuilt != record.initial_hash:
+            raise ValueError(f"environment {record.id}: rebuilt database differs from the recorded one "
+                             f"({rebuilt} != {record.initial_hash}); was the domain spec changed?")
+        return env
+
+    def record(self) -> EnvironmentRecord:
+        return EnvironmentRecord(id=self.id, domain=self.domain.name, data_seed=self.data_seed, tools=self.tool_names,
+                                 chains=self.chains, initial_hash=base_state(self.domain, self.data_seed)[1])
+
+    def openai_tools(self) -> list[dict[str, Any]]:
+        return [t.openai_schema() for t in self.tools.values()]
+
+    def call(self, name: str, arguments: Any = None) -> ToolResult:
+        """Run a tool; any failure becomes an error result the agent can read."""
+        tool = self.tools.get(name)
+        if tool is None:
+            return ToolResult(ok=False, error=f"unknown tool '{name}'. Available tools: {', '.join(self.tool_names)}")
+        try:
+            return ToolResult(ok=True, content=execute(self.conn, self.domain, tool,
+                                                       {} if arguments is None else arguments, self.now))
+        except ToolError as exc:
+            return ToolResult(ok=False, error=str(exc))
+        except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
+            return ToolResult(ok=False, error=f"{name} failed: {exc}")
+
+    def call_or_raise(self, name: str, arguments: dict[str, Any]) -> Any:
+        """Like `call` but raising ToolError; used by chain execution, which wants failures as exceptions."""
+        result = self.call(name, arguments)
+        if not result.ok:
+            raise ToolError(result.error)
+        return result.content
+
+    def random_row(self, entity: str, rng: random.Random, row_id: int | None = None) -> dict[str, Any] | None:
+        """A uniformly random row of `entity` (or the row with `row_id`, None if it is gone)."""
+        if row_id is not None:
+            row = self.conn.execute(f'SELECT * FROM "{entity}" WHERE "id" = ?', (row_id,)).fetchone()
+            return decode_row(self.domain.entities[entity], row)
+        count = self.conn.execute(f'SELECT COUNT(*) FROM "{entity}"').fetchone()[0]
+        if count == 0:
+            raise ToolError(f"no {entity} rows")
+        row = self.conn.execute(f'SELECT * FROM "{entity}" ORDER BY "id" LIMIT 1 OFFSET ?',
+                                (rng.randrange(count),)).fetchone()
+        return decode_row(self.domain.entities[entity], row)
+
+    def fork(self) -> Environment:
+        """An independent copy with the current database state."""
+        return Environment(self.domain, self.tool_names, self.data_seed, self.id, self.chains,
+                           conn=copy_database(self.conn))
+
+    def snapshot(self) -> Snapshot:
+        return snapshot(self.conn, self.tables)
+
+    def state_hash(self) -> str:
+        return state_hash(self.snapshot())
+
+    def diff_from(self, before: Snapshot) -> list[RowChange]:
+        return diff(before, self.snapshot())
+
+    def reset(self, seed: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Restore the initial database; returns (observation, info) like Gymnasium."""
+        self.conn.close()
+        self.conn = copy_database(base_database(self.domain, self.data_seed))
+        return {"tools": self.openai_tools()}, {"env_id": self.id, "seed": seed}
+
+    def step(self, action: ToolCall | dict[str, Any]) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Run one tool call; returns (observation text, reward 0, terminated False, truncated False, info)."""
+        try:
+            call = action if isinstance(action, ToolCall) else ToolCall.model_validate(action)
+        except ValueError as exc:
+            result = ToolResult(ok=False, error=f"malformed tool call: {exc}")
+        else:
+            result = self.call(call.name, call.arguments)
+        return result.text(), 0.0, False, False, {"ok": result.ok}
+
+    def close(self) -> None:
+        self.conn.close()

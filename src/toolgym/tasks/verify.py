@@ -1,0 +1,72 @@
+"""Task verification: the final database state must show exactly the expected changes (any path may get there),
+and the final answer must state every required fact."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel
+
+from toolgym.envs.environment import Environment, ToolCall, base_state
+from toolgym.envs.state import Snapshot, compare_changes, diff, snapshot
+from toolgym.tasks.model import Task
+
+_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
+
+
+class Verdict(BaseModel):
+    """Whether a run passed, with the state problems and missing facts that explain a failure."""
+
+    passed: bool
+    state_ok: bool
+    answers_ok: bool
+    problems: list[str]
+    missing_answers: list[str]
+
+    @property
+    def reward(self) -> float:
+        return 1.0 if self.passed else 0.0
+
+    def explain(self) -> str:
+        if self.passed:
+            return "passed"
+        lines = [*self.problems, *(f"answer lacks required fact: {a!r}" for a in self.missing_answers)]
+        return "\n".join(lines)
+
+
+def fact_in_answer(fact: str, answer: str) -> bool:
+    """A fact is stated if it appears (case-insensitively, underscores as spaces) or, for numbers, numerically."""
+    norm = lambda s: re.sub(r"\s+", " ", s.replace("_", " ")).strip().lower()  # noqa: E731
+    if norm(fact) in norm(answer):
+        return True
+    try:
+        target = float(fact.replace(",", ""))
+    except ValueError:
+        return False
+    return any(abs(float(n.replace(",", "")) - target) < 0.005 for n in _NUMBER.findall(answer))
+
+
+def verify(task: Task, env: Environment, answer: str = "", initial: Snapshot | None = None) -> Verdict:
+    """Judge `env`'s current state against the task. `initial` defaults to the environment's pristine database."""
+    if initial is None:
+        initial = base_state(env.domain, env.data_seed)[0]
+    actual = diff(initial, snapshot(env.conn, env.tables))
+    state = compare_changes(task.expected_changes, actual)
+    missing = [a for a in task.required_answers if not fact_in_answer(a, answer)]
+    return Verdict(passed=state.ok and not missing, state_ok=state.ok, answers_ok=not missing,
+                   problems=state.problems, missing_answers=missing)
+
+
+def replay(task: Task, calls: list[ToolCall], answer: str = "") -> Verdict:
+    """Run `calls` on a fresh copy of the task's environment and verify the outcome."""
+    env = Environment.from_record(task.env)
+    for call in calls:
+        env.call(call.name, call.arguments)
+    verdict = verify(task, env, answer)
+    env.close()
+    return verdict
+
+
+def gold_answer(task: Task) -> str:
+    """An answer that states every required fact (what a perfect agent would say)."""
+    return "Done. " + "; ".join(task.required_answers)
