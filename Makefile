@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m toolgym.demo
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py

@@ -22,3 +22,13 @@ def sampled():
 def tasks(sampled):
     """Per domain: one synthesized task per sampled environment."""
     return {name: [synthesize_task(env, 100 + i) for i, env in enumerate(envs)] for name, envs in sampled.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tasks, tmp_path_factory):
+    """A tiny model (random weights) with a tokenizer trained on the session's tasks."""
+    from toolgym.policy.tiny import build_tiny_model, corpus_from_tasks
+
+    corpus = list(corpus_from_tasks([t for name in sorted(tasks) for t in tasks[name][:4]]))
+    return build_tiny_model(corpus, tmp_path_factory.mktemp("tiny"), vocab_size=1000, hidden_size=64, num_layers=2,
+                            num_heads=4, max_position_embeddings=8192)

@@ -204,5 +204,73 @@ def tasks_verify(path: Annotated[Path, typer.Argument(help="Tasks JSONL.", exist
         raise typer.Exit(1)
 
 
+def load_policy(spec: str, model: str | None = None, tasks: list[Task] | None = None):
+    """A Policy from a CLI spec: 'scripted:gold' (replays gold chains), an http(s) URL, or a local model dir."""
+    if spec == "scripted:gold":
+        from toolgym.policy.scripted import GoldPolicy
+
+        return GoldPolicy.from_tasks(tasks or [])
+    if spec.startswith(("http://", "https://")):
+        from toolgym.policy.openai_http import OpenAIPolicy
+
+        if not model:
+            raise typer.BadParameter("--model is required with an HTTP policy")
+        return OpenAIPolicy(spec, model)
+    if not Path(spec).is_dir():
+        raise typer.BadParameter(f"policy '{spec}' is neither scripted:gold, an http(s) URL, nor a model directory")
+    from toolgym.policy.hf import HFPolicy
+
+    return HFPolicy(spec)
+
+
+@app.command("eval")
+def eval_cmd(
+    policy: Annotated[str, typer.Option(help="Model directory, OpenAI-compatible URL, or scripted:gold.")],
+    suite: Annotated[str, typer.Option(help="Task suite: random-complex (multi-step, >= 4 domains) or simple.")]
+    = "random-complex",
+    n: Annotated[int, typer.Option("--n", help="Number of tasks.", min=1)] = 100,
+    k: Annotated[int, typer.Option("--k", help="Trials per task (pass@k, pass^k).", min=1)] = 4,
+    noise: Annotated[str, typer.Option(help="none | instruction | tool | all (noisy runs are compared to clean).")]
+    = "none",
+    noise_level: Annotated[float, typer.Option(help="Noise level in 0..1.", min=0.0, max=1.0)] = 0.5,
+    model: Annotated[Optional[str], typer.Option(help="Model name for an HTTP policy.")] = None,
+    seed: SeedOpt = 0,
+    max_turns: Annotated[int, typer.Option(help="Model turns per episode.")] = 12,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per model turn.")] = 256,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    concurrency: Annotated[int, typer.Option(help="Episodes in flight.")] = 64,
+    out: Annotated[Path, typer.Option(help="Output folder (results.json, report.html).")] = Path("runs/eval"),
+) -> None:
+    """Run a policy on a task suite, k trials each; report pass@1, pass@k, pass^k per domain (JSON + HTML)."""
+    from toolgym.agent.rollout import RolloutConfig
+    from toolgym.eval.report import write_report
+    from toolgym.eval.runner import build_suite, evaluate
+    from toolgym.policy.base import SamplingParams
+
+    if noise not in ("none", "instruction", "tool", "all"):
+        raise typer.BadParameter("--noise must be none, instruction, tool or all")
+    with console.status(f"building suite {suite} ({n} tasks)"):
+        tasks = build_suite(suite, n, seed)
+    pol = load_policy(policy, model, tasks)
+    cfg = RolloutConfig(max_turns=max_turns, sampling=SamplingParams(temperature=temperature,
+                                                                     max_new_tokens=max_new_tokens, seed=seed))
+    modes = ["none"] if noise == "none" else ["none", noise]
+    runs = []
+    with _progress() as progress:
+        for mode in modes:
+            job = progress.add_task(f"eval {mode}", total=len(tasks) * k)
+            runs.append(evaluate(pol, tasks, k, mode, noise_level, cfg, seed, policy_name=policy,
+                                 concurrency=concurrency, on_done=lambda _t, job=job: progress.advance(job)))
+    html = write_report(runs, out, title=f"toolgym eval: {policy} on {suite}",
+                        extra={"suite": suite, "n": n, "k": k, "noise_level": noise_level, "seed": seed})
+    table = Table("run", "domain", "pass@1", f"pass@{k}", f"pass^{k}", "reward", "turns", "tokens")
+    for run in runs:
+        for dom, m in run.metrics().items():
+            table.add_row(run.name, dom, f"{m.pass_at_1:.3f}", f"{m.pass_at_k:.3f}", f"{m.pass_hat_k:.3f}",
+                          f"{m.avg_reward:.3f}", f"{m.avg_turns:.1f}", f"{m.avg_tokens:.0f}")
+    console.print(table)
+    console.print(f"report -> {html}")
+
+
 if __name__ == "__main__":
     app()

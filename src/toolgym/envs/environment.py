@@ -61,13 +61,19 @@ class ToolCall(BaseModel):
 
 
 class ToolResult(BaseModel):
-    """What the agent sees: `content` on success, `error` (a sentence for the agent) on failure."""
+    """What the agent sees: `content` on success, `error` (a sentence for the agent) on failure.
+
+    `raw_text`, when set, replaces the JSON rendering (tool noise uses it for truncated or malformed output).
+    """
 
     ok: bool
     content: Any = None
     error: str | None = None
+    raw_text: str | None = None
 
     def text(self) -> str:
+        if self.raw_text is not None:
+            return self.raw_text
         return json.dumps(self.content if self.ok else {"error": self.error}, default=str)
 
 

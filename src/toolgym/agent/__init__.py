@@ -1,0 +1,1 @@
+"""Agent rollouts: the multi-turn loop, tool-call parsing, the user simulator and context management."""

@@ -1,0 +1,366 @@
+"""Evaluation report: results.json, trajectories.jsonl, matplotlib plots and one self-contained HTML page."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from datetime import datetime, timezone
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+from pydantic_core import to_jsonable_python
+
+from toolgym.agent.trajectory import Trajectory
+from toolgym.eval.metrics import OVERALL, EvalRun, GroupMetrics
+from toolgym.jsonl import write_jsonl
+
+_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
+_MAX_PART_CHARS = 10_000  # a huge tool result is cut in the viewer (trajectories.jsonl keeps it whole)
+_DPI = 110
+
+
+class RunTrajectory(Trajectory):
+    """A trajectory tagged with the evaluation run it belongs to: one line of trajectories.jsonl."""
+
+    run: str
+
+
+def _jsonish(value: Any) -> Any:
+    """Parse a JSON string when it is one, so tool calls and results can be pretty-printed; else return it as is."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _pretty(value: Any) -> str:
+    """Readable, size-capped text of a tool call or result for the viewer."""
+    value = _jsonish(value)
+    text = value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)
+    if len(text) > _MAX_PART_CHARS:
+        return f"{text[:_MAX_PART_CHARS]}\n... ({len(text) - _MAX_PART_CHARS} more characters in trajectories.jsonl)"
+    return text
+
+
+def _message_parts(message: dict[str, Any]) -> list[tuple[str, str]]:
+    """Split a message into ("text" | "call" | "result", text) parts: prose, tool calls and tool results."""
+    content = message.get("content") or ""
+    if message.get("role") == "tool":
+        return [("result", _pretty(content))]
+    if not isinstance(content, str):
+        return [("text", _pretty(content))]
+    parts: list[tuple[str, str]] = []
+    pos = 0
+    for match in _TOOL_CALL.finditer(content):
+        if prose := content[pos : match.start()].strip():
+            parts.append(("text", prose))
+        parts.append(("call", _pretty(match.group(1).strip())))
+        pos = match.end()
+    if prose := content[pos:].strip():
+        parts.append(("text", prose))
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function", call)
+        parts.append(("call", _pretty({"name": fn.get("name"), "arguments": _jsonish(fn.get("arguments"))})))
+    return parts
+
+
+def _episode_view(run: str, t: Trajectory) -> dict[str, Any]:
+    """Everything the viewer template shows for one episode."""
+    return {
+        "run": run,
+        "t": t,
+        "search": f"{t.task_id} {t.verdict}".lower(),
+        "messages": [
+            {"role": m.get("role", "?"), "name": m.get("name") or "", "parts": _message_parts(m)} for m in t.messages
+        ],
+    }
+
+
+def _png(fig: Figure) -> bytes:
+    """Render a figure to PNG bytes (Figure without pyplot renders through Agg, so no display is needed)."""
+    buf = BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _colours(runs: list[EvalRun]) -> dict[str, str]:
+    """One colour per run (CSS hex), the same in every plot and on the page's run cards."""
+    return {run.name: to_hex(f"C{i % 10}") for i, run in enumerate(runs)}
+
+
+def _plot_pass_by_domain(runs: list[EvalRun], metrics: list[dict[str, GroupMetrics]]) -> bytes:
+    """Grouped bars of pass@1 per domain, one bar per run (clean vs noisy, single vs heavy)."""
+    groups = sorted({d for m in metrics for d in m if d != OVERALL}) + [OVERALL]
+    colours = _colours(runs)
+    width = 0.8 / len(runs)
+    fig = Figure(figsize=(max(6.0, 1.1 * len(groups) + 2), 3.6))
+    ax = fig.subplots()
+    for i, (run, m) in enumerate(zip(runs, metrics)):
+        xs = [g + (i - (len(runs) - 1) / 2) * width for g in range(len(groups))]
+        ax.bar(xs, [m[d].pass_at_1 if d in m else 0.0 for d in groups], width, label=run.name, color=colours[run.name])
+    ax.set_xticks(range(len(groups)), [g.replace("_", " ") for g in groups], rotation=20, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("pass@1")
+    ax.set_title("pass@1 by domain")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize="small", ncols=min(len(runs), 4), loc="upper left")
+    return _png(fig)
+
+
+def _plot_pass_hat_curve(runs: list[EvalRun], metrics: list[dict[str, GroupMetrics]]) -> bytes:
+    """pass^k for k = 1..K per run: how fast reliability decays when every one of k trials must pass."""
+    colours = _colours(runs)
+    fig = Figure(figsize=(6.5, 3.6))
+    ax = fig.subplots()
+    for run, m in zip(runs, metrics):
+        curve = m[OVERALL].pass_hat_curve
+        ax.plot(range(1, len(curve) + 1), curve, marker="o", label=run.name, color=colours[run.name])
+    ax.set_xticks(range(1, max(run.k for run in runs) + 1))
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("k")
+    ax.set_ylabel("pass^k")
+    ax.set_title("pass^k (all k trials pass)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return _png(fig)
+
+
+def _plot_cost(runs: list[EvalRun], metrics: list[dict[str, GroupMetrics]]) -> bytes:
+    """Average turns and tokens per episode for each run: what a condition costs."""
+    colours = [_colours(runs)[run.name] for run in runs]
+    names = [run.name for run in runs]
+    fig = Figure(figsize=(6.5, 3.6))
+    for ax, field, label in zip(fig.subplots(1, 2), ("avg_turns", "avg_tokens"), ("turns", "tokens")):
+        values = [getattr(m[OVERALL], field) for m in metrics]
+        bars = ax.bar(names, values, color=colours)
+        ax.bar_label(bars, fmt="%.1f" if field == "avg_turns" else "%.0f", fontsize="small")
+        ax.set_title(f"average {label} per episode")
+        ax.tick_params(axis="x", labelrotation=20)
+        ax.grid(axis="y", alpha=0.3)
+        ax.margins(y=0.15)
+    fig.tight_layout()
+    return _png(fig)
+
+
+_PLOTS = {
+    "pass_at_1_by_domain": (_plot_pass_by_domain, "pass@1 by domain"),
+    "pass_hat_k": (_plot_pass_hat_curve, "pass^k by k"),
+    "cost": (_plot_cost, "average turns and tokens"),
+}
+
+_TEMPLATE = r"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title>
+<style>
+:root { --fg:#1f2328; --muted:#656d76; --line:#d0d7de; --bg:#f6f8fa; --pass:#1a7f37; --fail:#cf222e; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg); background: #fff; }
+main { max-width: 1200px; margin: 0 auto; padding: 24px 28px 60px; }
+h1 { font-size: 24px; margin: 0 0 4px; }
+h2 { font-size: 18px; margin: 32px 0 10px; padding-bottom: 6px; border-bottom: 1px solid var(--line); }
+.sub { color: var(--muted); margin: 0 0 16px; }
+.runs { display: flex; flex-wrap: wrap; gap: 10px; margin: 12px 0; }
+.run-card { border: 1px solid var(--line); border-radius: 8px; padding: 8px 12px; background: var(--bg); min-width: 170px; }
+.run-card b { display: block; font-size: 15px; }
+.run-card span { color: var(--muted); font-size: 12.5px; }
+.swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
+table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
+th, td { padding: 5px 10px; border-bottom: 1px solid var(--line); text-align: right; white-space: nowrap; }
+th { background: var(--bg); font-weight: 600; position: sticky; top: 0; }
+th.l, td.run, td.dom { text-align: left; }
+tr.overall td { font-weight: 600; border-bottom: 2px solid #8c959f; }
+td.run { vertical-align: top; font-weight: 600; border-bottom: 2px solid #8c959f; }
+td.rate { background: rgba(26,127,55,var(--a)); }
+.extra { display: flex; flex-wrap: wrap; gap: 6px; margin: 0; padding: 0; list-style: none; font-size: 12.5px; }
+.extra li { border: 1px solid var(--line); border-radius: 12px; padding: 1px 9px; }
+.extra b { color: var(--muted); font-weight: 600; margin-right: 4px; }
+.plots { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; align-items: start; }
+.plots figure { margin: 0; border: 1px solid var(--line); border-radius: 8px; padding: 8px; background: #fff; }
+.plots figure:first-child { grid-column: 1 / -1; }
+.plots img { display: block; width: 100%; height: auto; }
+.plots figcaption { color: var(--muted); font-size: 12.5px; text-align: center; }
+.filters { display: flex; flex-wrap: wrap; align-items: center; gap: 10px; padding: 10px 12px; background: var(--bg);
+  border: 1px solid var(--line); border-radius: 8px; position: sticky; top: 0; z-index: 2; margin-bottom: 10px; }
+.filters input[type=search] { flex: 1; min-width: 180px; }
+.filters input, .filters select, .filters button { font: inherit; padding: 3px 8px; border: 1px solid var(--line); border-radius: 6px; background: #fff; }
+.filters .count { color: var(--muted); margin-left: auto; }
+details.ep { border: 1px solid var(--line); border-radius: 8px; margin: 6px 0; background: #fff; }
+details.ep > summary { cursor: pointer; padding: 7px 12px; display: flex; gap: 12px; align-items: center; flex-wrap: wrap; }
+details.ep[open] > summary { border-bottom: 1px solid var(--line); background: var(--bg); border-radius: 8px 8px 0 0; }
+summary .task { font-weight: 600; font-family: ui-monospace, SFMono-Regular, Menlo, monospace; }
+summary .k { color: var(--muted); font-size: 12.5px; }
+.badge { font-size: 11.5px; font-weight: 700; padding: 1px 7px; border-radius: 10px; color: #fff; letter-spacing: .03em; }
+.badge.pass { background: var(--pass); } .badge.fail { background: var(--fail); }
+.badge.run { background: #fff; color: var(--fg); border: 1px solid var(--line); font-weight: 600; }
+.ep-body { padding: 10px 14px 14px; }
+.verdict { border-left: 4px solid var(--pass); background: #f0fff4; padding: 6px 10px; margin: 0 0 10px; white-space: pre-wrap; }
+.verdict.fail { border-color: var(--fail); background: #fff5f5; }
+.meta { color: var(--muted); font-size: 12.5px; margin-bottom: 10px; }
+.msg { border-left: 4px solid #8c959f; background: var(--bg); border-radius: 4px; padding: 6px 10px; margin: 6px 0; }
+.msg .role { font-size: 11.5px; font-weight: 700; text-transform: uppercase; letter-spacing: .05em; color: var(--muted); }
+.msg.system { border-color: #8c959f; background: #f6f8fa; }
+.msg.user { border-color: #0969da; background: #eef5ff; }
+.msg.assistant { border-color: #1a7f37; background: #effaf1; }
+.msg.tool { border-color: #bf8700; background: #fff8e6; }
+.msg .text { white-space: pre-wrap; overflow-wrap: anywhere; }
+pre { margin: 4px 0; padding: 6px 8px; border-radius: 4px; font: 12.5px/1.4 ui-monospace, SFMono-Regular, Menlo, monospace;
+  white-space: pre-wrap; overflow-wrap: anywhere; max-height: 360px; overflow: auto; }
+pre.call { background: #f3efff; border: 1px solid #d8ccff; }
+pre.call::before { content: "tool call"; display: block; color: #6639ba; font-weight: 700; }
+pre.result { background: #fffdf5; border: 1px solid #eedc9a; }
+.events { width: auto; font-size: 12.5px; margin: 8px 0; }
+.events th:first-child, .events td:first-child { text-align: left; }
+.answer { white-space: pre-wrap; }
+</style></head>
+<body><main>
+<h1>{{ title }}</h1>
+<p class="sub">Generated {{ generated_at }} &middot; {{ total }} episodes in {{ runs|length }} run(s)</p>
+<div class="runs">
+{% for r in runs %}<div class="run-card"><b><span class="swatch" style="background:{{ r.colour }}"></span>{{ r.name }}</b>
+<span>policy {{ r.policy }} &middot; k={{ r.k }} &middot; {{ r.n_episodes }} episodes</span></div>
+{% endfor %}</div>
+{% if extra %}<ul class="extra">{% for key, value in extra.items() %}<li><b>{{ key }}</b>{{ value }}</li>{% endfor %}</ul>{% endif %}
+
+<h2>Summary</h2>
+<table>
+<thead><tr><th class="l">Run</th><th class="l">Domain</th><th>Tasks</th><th>Trials</th><th>pass@1</th><th>pass@k</th><th>pass^k</th><th>k</th>
+<th>Reward</th><th>Turns</th><th>Tokens</th><th>Tool calls</th></tr></thead>
+<tbody>
+{% for r in runs %}{% for domain, m in r.metrics.items() %}
+<tr{% if domain == overall %} class="overall"{% endif %}>{% if loop.first %}<td class="run" rowspan="{{ r.metrics|length }}">
+<span class="swatch" style="background:{{ r.colour }}"></span>{{ r.name }}</td>{% endif %}<td class="dom">{{ domain }}</td>
+<td>{{ m.n_tasks }}</td><td>{{ m.n_trials }}</td>
+{% for v in (m.pass_at_1, m.pass_at_k, m.pass_hat_k) %}<td class="rate" style="--a:{{ '%.2f' % (0.28 * v) }}">{{ '%.1f' % (100 * v) }}%</td>{% endfor %}
+<td>{{ r.k }}</td><td>{{ '%.3f' % m.avg_reward }}</td><td>{{ '%.1f' % m.avg_turns }}</td><td>{{ '%.0f' % m.avg_tokens }}</td><td>{{ '%.1f' % m.avg_tool_calls }}</td></tr>
+{% endfor %}{% endfor %}
+</tbody></table>
+
+<h2>Plots</h2>
+<div class="plots">
+{% for p in plots %}<figure><img src="data:image/png;base64,{{ p.data }}" alt="{{ p.caption }}"><figcaption>{{ p.caption }} ({{ p.file }})</figcaption></figure>
+{% endfor %}</div>
+
+<h2>Episodes</h2>
+<div class="filters">
+<select id="f-run"><option value="">all runs</option>{% for r in runs %}<option>{{ r.name }}</option>{% endfor %}</select>
+<select id="f-domain"><option value="">all domains</option>{% for d in domains %}<option>{{ d }}</option>{% endfor %}</select>
+<label><input type="checkbox" id="f-fail"> failures only</label>
+<input type="search" id="f-text" placeholder="task id or verifier text">
+<button type="button" id="f-open">expand shown</button><button type="button" id="f-close">collapse all</button>
+<span class="count" id="f-count">{{ total }} of {{ total }} episodes</span>
+</div>
+{% for e in episodes %}{% set t = e.t %}
+<details class="ep" data-run="{{ e.run }}" data-domain="{{ t.domain }}" data-passed="{{ 1 if t.passed else 0 }}" data-search="{{ e.search }}">
+<summary><span class="badge {{ 'pass' if t.passed else 'fail' }}">{{ 'PASS' if t.passed else 'FAIL' }}</span>
+<span class="task">{{ t.task_id }}</span><span class="badge run">{{ e.run }}</span>
+<span class="k">{{ t.domain }} &middot; trial {{ t.trial }} &middot; reward {{ '%.2f' % t.reward }} &middot; {{ t.termination }}
+&middot; {{ t.n_turns }} turns &middot; {{ t.n_tool_calls }} tool calls &middot; {{ t.n_tokens }} tokens</span></summary>
+<div class="ep-body">
+<div class="verdict{% if not t.passed %} fail{% endif %}">{{ t.verdict or ('passed' if t.passed else 'no verifier text') }}</div>
+{% if t.noise or t.error %}<div class="meta">{% if t.noise %}noise: {% for k, v in t.noise.items() %}{{ k }}={{ '%.2f' % v }} {% endfor %}{% endif %}{% if t.error %}error: {{ t.error }}{% endif %}</div>{% endif %}
+{% for m in e.messages %}<div class="msg {{ m.role }}"><div class="role">{{ m.role }}{% if m.name %} &middot; {{ m.name }}{% endif %}</div>
+{% for kind, text in m.parts %}{% if kind == 'text' %}<div class="text">{{ text }}</div>{% else %}<pre class="{{ kind }}">{{ text }}</pre>{% endif %}{% endfor %}</div>
+{% endfor %}
+{% if t.events %}<table class="events"><tr><th>context event</th><th>turn</th><th>tokens before</th><th>tokens after</th></tr>
+{% for ev in t.events %}<tr><td>{{ ev.kind }}</td><td>{{ ev.turn }}</td><td>{{ ev.tokens_before }}</td><td>{{ ev.tokens_after }}</td></tr>{% endfor %}</table>{% endif %}
+{% if t.final_answer %}<div class="msg assistant"><div class="role">final answer</div><div class="answer">{{ t.final_answer }}</div></div>{% endif %}
+</div></details>
+{% endfor %}
+</main>
+<script>
+(() => {
+  const $ = id => document.getElementById(id);
+  const eps = Array.from(document.querySelectorAll("details.ep"));
+  function apply() {
+    const run = $("f-run").value, dom = $("f-domain").value, fails = $("f-fail").checked;
+    const text = $("f-text").value.trim().toLowerCase();
+    let shown = 0;
+    for (const ep of eps) {
+      const d = ep.dataset;
+      const ok = (!run || d.run === run) && (!dom || d.domain === dom) && (!fails || d.passed === "0")
+        && (!text || d.search.includes(text));
+      ep.hidden = !ok;
+      shown += ok;
+    }
+    $("f-count").textContent = shown + " of " + eps.length + " episodes";
+  }
+  for (const id of ["f-run", "f-domain", "f-fail", "f-text"]) $(id).addEventListener("input", apply);
+  $("f-open").addEventListener("click", () => eps.forEach(ep => { if (!ep.hidden) ep.open = true; }));
+  $("f-close").addEventListener("click", () => eps.forEach(ep => { ep.open = false; }));
+})();
+</script>
+</body></html>
+"""
+
+
+def write_report(
+    runs: list[EvalRun], out_dir: Path, title: str = "toolgym evaluation", extra: dict[str, Any] | None = None
+) -> Path:
+    """Write results.json, trajectories.jsonl, plots/*.png and a self-contained report.html; return the HTML path."""
+    if not runs:
+        raise ValueError("write_report needs at least one run")
+    names = [run.name for run in runs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"run names must be unique, got {names}")
+    out_dir = Path(out_dir)
+    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+    metrics = [run.metrics() for run in runs]
+    extra = to_jsonable_python(extra or {})
+    generated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    plots = []
+    for stem, (draw, caption) in _PLOTS.items():
+        data = draw(runs, metrics)
+        (out_dir / "plots" / f"{stem}.png").write_bytes(data)
+        plots.append({"file": f"plots/{stem}.png", "caption": caption, "data": base64.b64encode(data).decode("ascii")})
+
+    write_jsonl(
+        out_dir / "trajectories.jsonl",
+        (RunTrajectory(**dict(t), run=run.name) for run in runs for t in run.trajectories),
+    )
+    results = {
+        "title": title,
+        "generated_at": generated_at,
+        "extra": extra,
+        "runs": [
+            {
+                "name": run.name,
+                "policy": run.policy,
+                "k": run.k,
+                "n_episodes": len(run.trajectories),
+                "metrics": {domain: g.model_dump() for domain, g in m.items()},
+            }
+            for run, m in zip(runs, metrics)
+        ],
+        "plots": [p["file"] for p in plots],
+        "trajectories": "trajectories.jsonl",
+    }
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+
+    colours = _colours(runs)
+    page = Environment(autoescape=True).from_string(_TEMPLATE).render(
+        title=title,
+        generated_at=generated_at,
+        extra={key: value if isinstance(value, str) else json.dumps(value) for key, value in extra.items()},
+        overall=OVERALL,
+        total=sum(len(run.trajectories) for run in runs),
+        runs=[
+            {"name": run.name, "policy": run.policy, "k": run.k, "n_episodes": len(run.trajectories),
+             "colour": colours[run.name], "metrics": m}
+            for run, m in zip(runs, metrics)
+        ],
+        domains=sorted({d for run in runs for d in run.domains()}),
+        plots=plots,
+        episodes=[_episode_view(run.name, t) for run in runs for t in run.trajectories],
+    )
+    html = out_dir / "report.html"
+    html.write_text(page)
+    return html
+

@@ -1,0 +1,1 @@
+"""Policies: anything that turns conversations into completions (transformers, HTTP, scripted)."""

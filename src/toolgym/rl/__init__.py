@@ -1,0 +1,1 @@
+"""DORA-style asynchronous RL: rollout manager, sample queue, trainer, losses, budget, curriculum."""

@@ -1,0 +1,86 @@
+"""Dynamic rollout budget: a running pass rate per task gives it a value p(1-p), and a greedy heap spends the
+rollout groups of a step where that value is highest, so compute goes to tasks the policy is still learning.
+
+Decisions: the pass rate is Beta-smoothed toward `prior` so a task seen once is not declared solved; a task is
+zero-valued only after `min_trials` trials that all passed (solved) or all failed (hopeless), since such groups
+have zero group-normalised advantage and teach nothing. Each extra group given to a task is worth less
+(value / (1 + groups already given)), which spreads the budget instead of pouring it all into the single best task.
+If every task is zero-valued, all are treated as equally valuable (round-robin) so training never stalls.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+
+PASS_THRESHOLD = 0.5
+
+
+class PassRateTracker:
+    """Running pass counts per task, turned into a smoothed pass rate and a training value."""
+
+    def __init__(self, prior: float = 0.5, prior_weight: float = 2.0, min_trials: int = 4):
+        if not 0.0 <= prior <= 1.0 or prior_weight <= 0 or min_trials < 1:
+            raise ValueError(f"need 0 <= prior <= 1, prior_weight > 0, min_trials >= 1; got "
+                             f"{prior}, {prior_weight}, {min_trials}")
+        self.prior = prior
+        self.prior_weight = prior_weight
+        self.min_trials = min_trials
+        self._passes: dict[str, int] = {}
+        self._trials: dict[str, int] = {}
+
+    def update(self, task_id: str, rewards: Sequence[float]) -> None:
+        """Record one group of rollouts of `task_id`; a reward >= 0.5 counts as a pass."""
+        self._passes[task_id] = self._passes.get(task_id, 0) + sum(r >= PASS_THRESHOLD for r in rewards)
+        self._trials[task_id] = self._trials.get(task_id, 0) + len(rewards)
+
+    def trials(self, task_id: str) -> int:
+        """Number of rollouts seen for `task_id` (0 if unseen)."""
+        return self._trials.get(task_id, 0)
+
+    def pass_rate(self, task_id: str) -> float:
+        """Beta-smoothed pass rate (passes + prior*w) / (trials + w); the prior itself for an unseen task."""
+        passes = self._passes.get(task_id, 0)
+        return (passes + self.prior * self.prior_weight) / (self.trials(task_id) + self.prior_weight)
+
+    def value(self, task_id: str) -> float:
+        """p(1-p), the variance of a pass, or 0 once `min_trials` trials were all passes or all failures."""
+        trials = self.trials(task_id)
+        if trials >= self.min_trials and self._passes.get(task_id, 0) in (0, trials):
+            return 0.0
+        p = self.pass_rate(task_id)
+        return p * (1.0 - p)
+
+    def state_dict(self) -> dict[str, dict[str, int]]:
+        """The counts (not the configuration), as plain JSON-ready dicts, for checkpoints."""
+        return {"passes": dict(self._passes), "trials": dict(self._trials)}
+
+    def load_state_dict(self, state: dict[str, dict[str, int]]) -> None:
+        """Replace the counts with those of `state_dict()`."""
+        self._passes = dict(state["passes"])
+        self._trials = dict(state["trials"])
+
+
+def allocate(task_ids: Sequence[str], tracker: PassRateTracker, total_groups: int,
+             max_per_task: int | None = None) -> dict[str, int]:
+    """Groups per task (every id present, maybe 0) by greedy max-heap on value / (1 + groups given), ties broken by
+    task order; zero-value tasks get nothing unless all are zero-valued. The total is `total_groups` unless
+    `max_per_task` caps every candidate first."""
+    if len(set(task_ids)) != len(task_ids):
+        raise ValueError("task_ids must be unique")
+    if total_groups < 0 or (max_per_task is not None and max_per_task < 1):
+        raise ValueError(f"need total_groups >= 0 and max_per_task >= 1, got {total_groups}, {max_per_task}")
+    values = {t: tracker.value(t) for t in task_ids}
+    if not any(v > 0 for v in values.values()):
+        values = dict.fromkeys(task_ids, 1.0)
+    assigned = dict.fromkeys(task_ids, 0)
+    heap = [(-v, i, t) for i, (t, v) in enumerate(values.items()) if v > 0]
+    heapq.heapify(heap)
+    for _ in range(total_groups):
+        if not heap:
+            break
+        _, i, task = heapq.heappop(heap)
+        assigned[task] += 1
+        if max_per_task is None or assigned[task] < max_per_task:
+            heapq.heappush(heap, (-values[task] / (1 + assigned[task]), i, task))
+    return assigned

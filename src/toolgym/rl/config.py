@@ -1,0 +1,52 @@
+"""The `toolgym train CONFIG.yaml` configuration: one typed file for model, tasks, runtime and every component."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from toolgym.agent.rollout import RolloutConfig
+from toolgym.rl.manager import ManagerConfig
+from toolgym.rl.trainer import TrainerConfig
+
+
+class NoiseSettings(BaseModel):
+    enabled: bool = False
+    instruction: float = 0.0
+    tool: float = 0.0
+    step: float = 0.1
+    gap_threshold: float = 0.05
+
+
+class RLConfig(BaseModel):
+    """Everything a training run needs; unknown keys are errors so typos do not pass silently."""
+
+    model_config = {"extra": "forbid"}
+
+    model: str
+    tasks: str
+    out: str = "runs/rl"
+    mode: Literal["async", "sync"] = "async"
+    runtime: Literal["local", "ray"] = "local"
+    steps: int = 20
+    groups_per_step: int = 4
+    max_staleness: int = 2
+    checkpoint_every: int = 5
+    oversample: dict[str, float] = Field(default_factory=dict)
+    curriculum: bool = True
+    noise: NoiseSettings = Field(default_factory=NoiseSettings)
+    manager: ManagerConfig = Field(default_factory=ManagerConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    seed: int = 0
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RLConfig:
+        try:
+            return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+        except ValidationError as exc:
+            problems = "\n".join(f"  - {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"{path}: invalid training config\n{problems}") from None

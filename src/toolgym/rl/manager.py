@@ -1,0 +1,176 @@
+"""RolloutManager: keeps groups of rollouts in flight and streams each finished group to the SampleQueue at once
+(no batch barrier). Which task a new group gets comes from the dynamic budget (running pass rates, a greedy
+heap over task value) filtered by the curriculum; groups can be noisy at the noise curriculum's levels.
+
+Group ids are sequential; every group's task and seeds derive from its id, so a group that was in flight when a
+run stopped is regenerated identically on resume (`pending` in the state)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import zlib
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from pydantic import BaseModel
+
+from toolgym.agent.rollout import BatchedPolicy, Episode, RolloutConfig, run_episode
+from toolgym.envs.environment import Environment
+from toolgym.noise.curriculum import NoiseCurriculum
+from toolgym.noise.instruction import apply_instruction_noise
+from toolgym.noise.tool import ToolNoise
+from toolgym.policy.base import Policy
+from toolgym.rl.budget import PassRateTracker, allocate
+from toolgym.rl.curriculum import TaskCurriculum
+from toolgym.rl.queue import SampleGroup, SampleQueue
+from toolgym.tasks.model import Task
+
+
+class ManagerConfig(BaseModel):
+    group_size: int = 4
+    inflight_groups: int = 8
+    plan_groups: int = 32
+    noisy_fraction: float = 0.5
+    seed: int = 0
+
+
+def _seed(*parts: object) -> int:
+    return zlib.crc32(":".join(map(str, parts)).encode())
+
+
+class RolloutManager:
+    """Produces SampleGroups from tasks with a Policy; `run` streams them, `generate` is the synchronous baseline."""
+
+    def __init__(self, tasks: Sequence[Task], policy: Policy, queue: SampleQueue | None, cfg: ManagerConfig,
+                 rollout: RolloutConfig, tracker: PassRateTracker | None = None,
+                 curriculum: TaskCurriculum | None = None, noise: NoiseCurriculum | None = None,
+                 step: Callable[[], int] = lambda: 0):
+        if not tasks:
+            raise ValueError("the rollout manager needs at least one task")
+        self.tasks = {t.id: t for t in tasks}
+        self.policy = policy
+        self.queue = queue
+        self.cfg = cfg
+        self.rollout = rollout
+        self.tracker = tracker or PassRateTracker()
+        self.curriculum = curriculum
+        self.noise = noise
+        self.step = step
+        self.next_group = 0
+        self.plan: deque[str] = deque()
+        self.pending: dict[int, str] = {}
+        self.redo: deque[tuple[int, str]] = deque()
+        self.finished = 0
+        self.error: BaseException | None = None
+        self.lock = threading.Lock()
+
+    def _refill_plan(self) -> None:
+        tasks = list(self.tasks.values())
+        if self.curriculum is not None:
+            tasks = self.curriculum.eligible(tasks, self.tracker)
+        rng = random.Random(_seed(self.cfg.seed, "plan", self.next_group))
+        ids = [t.id for t in tasks]
+        rng.shuffle(ids)
+        counts = allocate(ids, self.tracker, self.cfg.plan_groups)
+        plan = [tid for tid in ids for _ in range(counts.get(tid, 0))]
+        rng.shuffle(plan)
+        self.plan.extend(plan)
+
+    def issue(self) -> tuple[int, str]:
+        """The next group to run: a regenerated one first, else a fresh id with a task from the budget plan."""
+        with self.lock:
+            if self.redo:
+                gid, tid = self.redo.popleft()
+            else:
+                if not self.plan:
+                    self._refill_plan()
+                gid, tid = self.next_group, self.plan.popleft()
+                self.next_group += 1
+            self.pending[gid] = tid
+            return gid, tid
+
+    def _episodes(self, gid: int, task: Task) -> list[Episode]:
+        """The group's episodes; with a noise curriculum, a seeded share of groups is noisy at its levels."""
+        rng = random.Random(_seed(self.cfg.seed, "group", gid))
+        noisy = self.noise is not None and rng.random() < self.cfg.noisy_fraction
+        episodes = []
+        for i in range(self.cfg.group_size):
+            t, env, info = task, Environment.from_record(task.env), {}
+            if noisy:
+                levels = self.noise.levels
+                t, _ = apply_instruction_noise(task, levels["instruction"], _seed(gid, i, "instruction"))
+                env = ToolNoise(levels["tool"], _seed(gid, i, "tool")).wrap(env)
+                info = dict(levels)
+            episodes.append(Episode(task=t, env=env, trial=i, noise=info))
+        return episodes
+
+    async def run_group(self, client: BatchedPolicy, gid: int, tid: str) -> SampleGroup:
+        task = self.tasks[tid]
+        episodes = self._episodes(gid, task)
+        trajs = await asyncio.gather(*(run_episode(ep, client, self.rollout) for ep in episodes))
+        for ep in episodes:
+            ep.env.close()
+        group = SampleGroup(group_id=f"g{gid}", task_id=tid, domain=task.domain, trajectories=list(trajs),
+                            created_step=self.step())
+        self.deliver(gid, group)
+        return group
+
+    def deliver(self, gid: int, group: SampleGroup) -> None:
+        """Hand a finished group to the queue; atomic with respect to `snapshot`, so no group is lost or doubled."""
+        with self.lock:
+            self.tracker.update(group.task_id, group.rewards)
+            self.queue.put(group)
+            self.pending.pop(gid, None)
+            self.finished += 1
+
+    async def _stream(self, stop: threading.Event) -> None:
+        client = BatchedPolicy(self.policy, self.rollout.sampling, self.rollout.max_batch)
+        running: set[asyncio.Task] = set()
+        while not stop.is_set() or running:
+            while not stop.is_set() and len(running) < self.cfg.inflight_groups:
+                running.add(asyncio.ensure_future(self.run_group(client, *self.issue())))
+            done, running = await asyncio.wait(running, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
+            for fut in done:
+                if fut.exception() is not None:
+                    self.error = fut.exception()
+                    stop.set()
+            if stop.is_set():
+                for fut in running:
+                    fut.cancel()
+                break
+
+    def run(self, stop: threading.Event) -> None:
+        """Stream groups into the queue until `stop` is set (call from a dedicated thread)."""
+        asyncio.run(self._stream(stop))
+
+    def generate(self, n_groups: int) -> list[SampleGroup]:
+        """The synchronous baseline: run `n_groups` groups concurrently, wait for all (a batch barrier), queue them."""
+
+        async def batch() -> list[SampleGroup]:
+            client = BatchedPolicy(self.policy, self.rollout.sampling, self.rollout.max_batch)
+            return list(await asyncio.gather(*(self.run_group(client, *self.issue()) for _ in range(n_groups))))
+
+        return asyncio.run(batch())
+
+    def regenerate(self, group: SampleGroup) -> None:
+        """Queue a stale group's task again (the SampleQueue's on_stale hook)."""
+        with self.lock:
+            self.plan.appendleft(group.task_id)
+
+    def snapshot(self) -> tuple[dict, dict]:
+        """(manager state, queue state) taken together: every issued group is either queued or due for regeneration."""
+        with self.lock:
+            manager = {"next_group": self.next_group, "plan": list(self.plan), "finished": self.finished,
+                       "redo": sorted([*self.pending.items(), *self.redo]), "tracker": self.tracker.state_dict()}
+            return manager, self.queue.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        with self.lock:
+            self.next_group = state["next_group"]
+            self.plan = deque(state["plan"])
+            self.finished = state["finished"]
+            self.redo = deque((int(g), t) for g, t in state["redo"])
+            self.pending = {}
+            self.tracker.load_state_dict(state["tracker"])

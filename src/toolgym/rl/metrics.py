@@ -1,0 +1,50 @@
+"""Per-step training metrics as JSONL (always) and TensorBoard scalars (when tensorboard is installed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLogger:
+    """Appends one JSON object per step to out/metrics.jsonl and mirrors numeric values to out/tensorboard."""
+
+    def __init__(self, out: Path, append: bool = False):
+        self.path = Path(out) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = self.path.open("a" if append else "w")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(Path(out) / "tensorboard"))
+        except ImportError:
+            self.tb = None
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.fh.write(json.dumps(row, default=str) + "\n")
+        self.fh.flush()
+        if self.tb is not None:
+            for key, value in _flatten(row).items():
+                self.tb.add_scalar(key, value, row["step"])
+
+    def close(self) -> None:
+        self.fh.close()
+        if self.tb is not None:
+            self.tb.close()
+
+    def __enter__(self) -> MetricsLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in row.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}/"))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"{prefix}{k}"] = float(v)
+    return out

@@ -1,0 +1,242 @@
+"""The local runtime: RolloutManager in a background thread, SampleQueue in memory, Trainer in the main thread.
+
+Async mode streams groups (no barrier; rollouts pick up new weights between generation batches, so one
+trajectory can span several policy versions). Sync mode is the baseline: generate a batch, wait for all of it,
+train, repeat. A checkpoint holds the trainer, the queue contents, the manager (including the ids of groups in
+flight, regenerated on resume) and the ids of every trained group, so an interrupted run resumes with no group
+trained twice or lost.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from toolgym.noise.curriculum import NoiseCurriculum
+from toolgym.policy.base import Completion, GenerationRequest, Policy, SamplingParams
+from toolgym.rl.budget import PassRateTracker
+from toolgym.rl.config import RLConfig
+from toolgym.rl.curriculum import TaskCurriculum
+from toolgym.rl.manager import RolloutManager
+from toolgym.rl.metrics import MetricsLogger
+from toolgym.rl.queue import SampleGroup, SampleQueue
+from toolgym.tasks.model import Task
+
+
+class TrainerLike(Protocol):
+    version: int
+
+    def step(self, groups: Sequence[SampleGroup]) -> dict[str, float]: ...
+
+    def save(self, path: Path) -> None: ...
+
+    def load(self, path: Path) -> None: ...
+
+
+class SyncedPolicy:
+    """A policy whose generation and weight updates never overlap (the trainer publishes from another thread)."""
+
+    def __init__(self, policy: Policy):
+        self.inner = policy
+        self.tokenizer = getattr(policy, "tokenizer", None)
+        self.lock = threading.Lock()
+
+    @property
+    def version(self) -> int:
+        return self.inner.version
+
+    def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
+        with self.lock:
+            return self.inner.generate(requests, sampling)
+
+    def set_weights(self, state_dict: dict[str, Any], version: int) -> None:
+        with self.lock:
+            if hasattr(self.inner, "set_weights"):
+                self.inner.set_weights(state_dict, version)
+            else:
+                self.inner.version = version
+
+
+class RunState(BaseModel):
+    step: int = 0
+    trained: list[str] = Field(default_factory=list)
+    idle_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+
+class RunSummary(BaseModel):
+    steps: int
+    trained_groups: int
+    samples_per_s: float
+    trainer_idle_fraction: float
+    queue: dict[str, Any]
+    interrupted: bool = False
+
+
+class TrainingRun:
+    """One RL run with injected policy and trainer (see `train_from_config` for the real ones)."""
+
+    def __init__(self, cfg: RLConfig, tasks: Sequence[Task], policy: Policy, trainer: TrainerLike,
+                 show_progress: bool = True):
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.policy = SyncedPolicy(policy)
+        self.trainer = trainer
+        self.state = RunState()
+        self.show_progress = show_progress
+        self.tracker = PassRateTracker()
+        self.curriculum = TaskCurriculum() if cfg.curriculum else None
+        self.noise = (NoiseCurriculum(levels={"instruction": cfg.noise.instruction, "tool": cfg.noise.tool},
+                                      step=cfg.noise.step, gap_threshold=cfg.noise.gap_threshold)
+                      if cfg.noise.enabled else None)
+        self.manager = RolloutManager(tasks, self.policy, None, cfg.manager, cfg.rollout, self.tracker,
+                                      self.curriculum, self.noise, step=lambda: self.state.step)
+        self.queue = SampleQueue(cfg.max_staleness, oversample=cfg.oversample, seed=cfg.seed,
+                                 on_stale=self.manager.regenerate)
+        self.manager.queue = self.queue
+
+    @property
+    def ckpt(self) -> Path:
+        return self.out / "checkpoint"
+
+    def checkpoint(self) -> None:
+        """Write the whole run state atomically (a new folder renamed over the old one)."""
+        tmp = self.out / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.trainer.save(tmp / "trainer")
+        manager, queue = self.manager.snapshot()
+        state = {"run": self.state.model_dump(), "queue": queue, "manager": manager,
+                 "curriculum": self.curriculum.model_dump() if self.curriculum else None,
+                 "noise": self.noise.model_dump() if self.noise else None}
+        (tmp / "state.json").write_text(json.dumps(state, default=str))
+        shutil.rmtree(self.ckpt, ignore_errors=True)
+        tmp.rename(self.ckpt)
+
+    def restore(self) -> None:
+        if not (self.ckpt / "state.json").exists():
+            raise FileNotFoundError(f"no checkpoint to resume from in {self.ckpt}")
+        state = json.loads((self.ckpt / "state.json").read_text())
+        self.trainer.load(self.ckpt / "trainer")
+        if hasattr(self.trainer, "model"):
+            self.policy.set_weights(self.trainer.model.state_dict(), self.trainer.version)
+        else:
+            self.policy.set_weights({}, self.trainer.version)
+        self.state = RunState.model_validate(state["run"])
+        self.queue.load_state_dict(state["queue"])
+        self.manager.load_state_dict(state["manager"])
+        if self.curriculum and state["curriculum"]:
+            self.curriculum = TaskCurriculum.model_validate(state["curriculum"])
+            self.manager.curriculum = self.curriculum
+        if self.noise and state["noise"]:
+            self.noise = NoiseCurriculum.model_validate(state["noise"])
+            self.manager.noise = self.noise
+
+    def _collect(self) -> tuple[list[SampleGroup], float]:
+        """Groups for one step and the seconds the trainer waited for them."""
+        start = time.perf_counter()
+        groups: list[SampleGroup] = []
+        while len(groups) < self.cfg.groups_per_step:
+            missing = self.cfg.groups_per_step - len(groups)
+            if self.manager.error is not None:
+                raise RuntimeError("the rollout manager failed") from self.manager.error
+            if self.cfg.mode == "sync" and len(self.queue) < missing:
+                self.manager.generate(missing)
+            groups.extend(self.queue.get(self.trainer.version, missing, timeout=0.5))
+        return groups, time.perf_counter() - start
+
+    def _after_step(self, groups: list[SampleGroup], stats: dict[str, float], waited: float,
+                    log: MetricsLogger) -> None:
+        self.state.step += 1
+        self.state.trained.extend(g.group_id for g in groups)
+        self.state.idle_seconds += waited
+        trajs = [t for g in groups for t in g.trajectories]
+        by_domain: dict[str, list[float]] = {}
+        for t in trajs:
+            by_domain.setdefault(t.domain, []).append(float(t.passed))
+        clean = [t.reward for t in trajs if not t.noise]
+        noisy = [t.reward for t in trajs if t.noise]
+        if self.noise and clean and noisy:
+            self.noise.update(sum(clean) / len(clean), sum(noisy) / len(noisy))
+        if self.curriculum:
+            self.curriculum.update(sum(t.passed for t in trajs) / max(1, len(trajs)))
+        q = self.queue.stats()
+        row = {
+            "step": self.state.step, "version": self.trainer.version, "reward": sum(t.reward for t in trajs) / max(1, len(trajs)),
+            "pass_rate_by_domain": {d: sum(v) / len(v) for d, v in by_domain.items()},
+            "staleness": dict(Counter(self.trainer.version - 1 - t.min_version for t in trajs)),
+            "queue_depth": q.depth, "dropped_stale": q.dropped_stale, "dropped_no_signal": q.dropped_no_signal,
+            "trainer_idle_fraction": self.state.idle_seconds / max(1e-9, self.state.wall_seconds),
+            "wait_seconds": waited, "noise_levels": dict(self.noise.levels) if self.noise else {},
+            **stats,
+        }
+        log.write(row)
+
+    def run(self, resume: bool = False, stop_after: int | None = None,
+            on_step: Callable[[int], None] | None = None) -> RunSummary:
+        """Train until `cfg.steps` (or `stop_after` steps of this call, to simulate an interruption)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.restore()
+        stop = threading.Event()
+        producer = None
+        if self.cfg.mode == "async":
+            producer = threading.Thread(target=self.manager.run, args=(stop,), daemon=True, name="rollout-manager")
+            producer.start()
+        interrupted = False
+        done_here = 0
+        start = time.perf_counter() - self.state.wall_seconds
+        with MetricsLogger(self.out, resume) as log, Progress(
+                TextColumn("rl {task.fields[mode]}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(), disable=not self.show_progress, transient=True) as progress:
+            job = progress.add_task("rl", total=self.cfg.steps, completed=self.state.step, mode=self.cfg.mode, info="")
+            try:
+                while self.state.step < self.cfg.steps:
+                    if stop_after is not None and done_here >= stop_after:
+                        interrupted = True
+                        break
+                    groups, waited = self._collect()
+                    stats = self.trainer.step(groups)
+                    self.state.wall_seconds = time.perf_counter() - start
+                    self._after_step(groups, stats, waited, log)
+                    done_here += 1
+                    if self.cfg.checkpoint_every and self.state.step % self.cfg.checkpoint_every == 0:
+                        self.checkpoint()
+                    progress.update(job, completed=self.state.step,
+                                    info=f"v{self.trainer.version} queue {len(self.queue)}")
+                    if on_step:
+                        on_step(self.state.step)
+            finally:
+                stop.set()
+                self.queue.close()
+                if producer is not None:
+                    producer.join(timeout=60)
+        if not interrupted:
+            self.checkpoint()
+        wall = max(self.state.wall_seconds, 1e-9)
+        return RunSummary(steps=self.state.step, trained_groups=len(self.state.trained),
+                          samples_per_s=len(self.state.trained) * self.cfg.manager.group_size / wall,
+                          trainer_idle_fraction=self.state.idle_seconds / wall,
+                          queue=self.queue.stats().model_dump(), interrupted=interrupted)
+
+
+def train_from_config(cfg: RLConfig, resume: bool = False, show_progress: bool = True) -> RunSummary:
+    """Build the real policy (transformers) and trainer from `cfg.model` and run."""
+    from toolgym.jsonl import read_jsonl
+    from toolgym.policy.hf import HFPolicy
+    from toolgym.rl.trainer import Trainer
+
+    tasks = list(read_jsonl(cfg.tasks, Task))
+    policy = HFPolicy(cfg.model)
+    trainer = Trainer(cfg.model, cfg.trainer)
+    run = TrainingRun(cfg, tasks, policy, trainer, show_progress)
+    trainer.publish = run.policy.set_weights
+    return run.run(resume=resume)

@@ -1,0 +1,118 @@
+"""The policy trainer: turns sample groups into a GSPO (or GRPO) update and publishes versioned weights.
+
+Each trajectory's token segments become rows; every row of a trajectory shares the trajectory's group-relative
+advantage; the loss covers only tokens the policy sampled (loss mask), with the behaviour logprobs recorded at
+sampling time as pi_old.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+from transformers import AutoModelForCausalLM
+
+from toolgym.rl.losses import LOSSES, group_advantages
+from toolgym.rl.queue import SampleGroup
+
+
+class TrainerConfig(BaseModel):
+    algorithm: str = "gspo"
+    lr: float = 1e-5
+    eps_low: float = 3e-4
+    eps_high: float = 4e-4
+    grpo_eps: float = 0.2
+    micro_batch: int = 8
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+
+
+Batch = list[tuple[list[int], list[int], list[float], float]]
+
+
+def rows_from_groups(groups: Sequence[SampleGroup]) -> Batch:
+    """(token ids, loss mask, behaviour logprobs, advantage) per token segment of every trajectory."""
+    rows: Batch = []
+    for group in groups:
+        adv = group_advantages(torch.tensor(group.rewards, dtype=torch.float32)).tolist()
+        for traj, a in zip(group.trajectories, adv):
+            for seg in traj.segments:
+                if any(seg.loss_mask):
+                    rows.append((seg.token_ids, seg.loss_mask, seg.logprobs, a))
+    return rows
+
+
+def token_logprobs(model: Any, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """log pi(token_t | tokens_<t) for t >= 1, as [B, T-1]."""
+    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
+    return logits.log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+
+
+class Trainer:
+    """Owns the trainable model and optimizer; `step(groups)` is one policy update and bumps `version`."""
+
+    def __init__(self, model_dir: str | Path, cfg: TrainerConfig | None = None,
+                 publish: Callable[[dict[str, torch.Tensor], int], None] | None = None, version: int = 0):
+        self.cfg = cfg or TrainerConfig()
+        if self.cfg.algorithm not in LOSSES:
+            raise ValueError(f"unknown algorithm '{self.cfg.algorithm}'; choose from {sorted(LOSSES)}")
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir)
+        self.model.train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        self.publish = publish
+        self.version = version
+        self.pad_id = self.model.config.pad_token_id or 0
+
+    def _loss(self, rows: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        width = max(len(r[0]) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id)
+        attn = torch.zeros((len(rows), width), dtype=torch.long)
+        mask = torch.zeros((len(rows), width))
+        old = torch.zeros((len(rows), width))
+        for i, (tok, m, lp, _) in enumerate(rows):
+            n = len(tok)
+            ids[i, :n], attn[i, :n] = torch.tensor(tok), 1
+            mask[i, :n], old[i, :n] = torch.tensor(m, dtype=torch.float32), torch.tensor(lp, dtype=torch.float32)
+        adv = torch.tensor([r[3] for r in rows])
+        new = token_logprobs(self.model, ids, attn)
+        kwargs = ({"eps_low": self.cfg.eps_low, "eps_high": self.cfg.eps_high} if self.cfg.algorithm == "gspo"
+                  else {"eps": self.cfg.grpo_eps})
+        return LOSSES[self.cfg.algorithm](new, old[:, 1:], adv, mask[:, 1:], **kwargs)
+
+    def step(self, groups: Sequence[SampleGroup]) -> dict[str, float]:
+        """One optimizer step over `groups` (micro-batched, gradients averaged by row count)."""
+        start = time.perf_counter()
+        rows = rows_from_groups(groups)
+        self.opt.zero_grad()
+        stats: dict[str, float] = {"loss": 0.0, "clip_fraction": 0.0}
+        for i in range(0, len(rows), self.cfg.micro_batch):
+            chunk = rows[i:i + self.cfg.micro_batch]
+            loss, s = self._loss(chunk)
+            (loss * len(chunk) / len(rows)).backward()
+            stats["loss"] += loss.item() * len(chunk) / len(rows)
+            stats["clip_fraction"] += s.get("clip_fraction", 0.0) * len(chunk) / len(rows)
+        if rows:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+            self.opt.step()
+        self.version += 1
+        if self.publish is not None:
+            self.publish({k: v.detach().clone() for k, v in self.model.state_dict().items()}, self.version)
+        tokens = sum(len(r[0]) for r in rows)
+        elapsed = time.perf_counter() - start
+        stats.update(rows=len(rows), tokens=tokens, train_seconds=elapsed, tokens_per_s=tokens / max(elapsed, 1e-9))
+        return stats
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(path)
+        torch.save({"opt": self.opt.state_dict(), "version": self.version}, path / "trainer.pt")
+
+    def load(self, path: Path) -> None:
+        state = torch.load(path / "trainer.pt", weights_only=False)
+        self.model.load_state_dict(AutoModelForCausalLM.from_pretrained(path).state_dict())
+        self.opt.load_state_dict(state["opt"])
+        self.version = state["version"]

@@ -1,0 +1,113 @@
+"""Supervised fine-tuning of any transformers causal LM on SFT examples, trained only on the assistant's own
+(trainable) tokens, tokenized exactly the way rollouts tokenize (so SFT and RL see the same sequences)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from toolgym.agent.tokens import TokenTracker
+from toolgym.sft.data import SFTExample
+
+
+class SFTConfig(BaseModel):
+    epochs: int = 1
+    lr: float = 1e-3
+    batch_size: int = 8
+    max_len: int = 2048
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    save_every: int = 0
+    seed: int = 0
+
+
+def tokenize_example(tokenizer: Any, ex: SFTExample) -> tuple[list[int], list[int]]:
+    """Token ids and loss mask (1 on trainable assistant tokens) via the rollout's TokenTracker."""
+    tracker = TokenTracker(tokenizer, ex.tools)
+    tracker.start(ex.messages[:2])
+    turn = 0
+    for i, m in enumerate(ex.messages[2:], start=2):
+        if m["role"] == "assistant":
+            tracker.sync(ex.messages[:i])
+            ids = tokenizer.encode(m["content"], add_special_tokens=False) + [tokenizer.eos_token_id]
+            tracker.add_sampled(ids, trainable=ex.train[turn])
+            turn += 1
+    seg = tracker.current
+    return seg.token_ids, seg.loss_mask
+
+
+def _batches(items: Sequence[tuple[list[int], list[int]]], size: int, rng: random.Random):
+    order = list(range(len(items)))
+    rng.shuffle(order)
+    for i in range(0, len(order), size):
+        yield [items[j] for j in order[i:i + size]]
+
+
+def collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded input ids, attention mask and labels (-100 everywhere the loss mask is 0)."""
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.full((len(batch), width), pad_id)
+    attn = torch.zeros((len(batch), width), dtype=torch.long)
+    labels = torch.full((len(batch), width), -100)
+    for row, (tok, mask) in enumerate(batch):
+        ids[row, :len(tok)] = torch.tensor(tok)
+        attn[row, :len(tok)] = 1
+        labels[row, :len(tok)] = torch.where(torch.tensor(mask) == 1, torch.tensor(tok), -100)
+    return {"input_ids": ids, "attention_mask": attn, "labels": labels}
+
+
+def train_sft(model_dir: str | Path, examples: Sequence[SFTExample], out_dir: str | Path,
+              cfg: SFTConfig | None = None, show_progress: bool = True) -> list[dict[str, float]]:
+    """Fine-tune the model in `model_dir` and save it (with its tokenizer) to `out_dir`; returns per-step metrics.
+
+    Checkpoints go to out_dir/checkpoint-N every `save_every` steps; metrics to out_dir/sft_metrics.jsonl."""
+    cfg = cfg or SFTConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.train()
+    data = [tokenize_example(tokenizer, ex) for ex in examples]
+    data = [(ids[:cfg.max_len], mask[:cfg.max_len]) for ids, mask in data if any(mask[:cfg.max_len])]
+    if not data:
+        raise ValueError("no SFT example has a trainable token within max_len")
+    steps = cfg.epochs * math.ceil(len(data) / cfg.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * max(
+        0.1, 1 - s / max(1, steps)))
+    rng = random.Random(cfg.seed)
+    metrics: list[dict[str, float]] = []
+    step = 0
+    with Progress(TextColumn("sft"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
+                  TimeElapsedColumn(), disable=not show_progress, transient=True) as progress, \
+            (out / "sft_metrics.jsonl").open("w") as log:
+        job = progress.add_task("sft", total=steps, loss="")
+        for epoch in range(cfg.epochs):
+            for batch in _batches(data, cfg.batch_size, rng):
+                loss = model(**collate(batch, tokenizer.pad_token_id)).loss
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                step += 1
+                row = {"step": step, "epoch": epoch, "loss": loss.item(), "lr": sched.get_last_lr()[0],
+                       "tokens": sum(len(ids) for ids, _ in batch)}
+                metrics.append(row)
+                log.write(json.dumps(row) + "\n")
+                progress.update(job, advance=1, loss=f"loss {row['loss']:.3f}")
+                if cfg.save_every and step % cfg.save_every == 0:
+                    model.save_pretrained(out / f"checkpoint-{step}")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return metrics
