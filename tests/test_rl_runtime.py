@@ -132,3 +132,10 @@ def test_interrupted_run_resumes_without_losing_or_repeating_groups(tmp_path, rl
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, rl_tasks):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         _run(tmp_path, rl_tasks).run(resume=True)
+
+
+def test_a_run_without_any_signal_stops_with_a_reason(tmp_path, rl_tasks):
+    run = _run(tmp_path, rl_tasks, steps=3, max_wait_seconds=2.0)
+    run.manager.policy.inner.p_lazy = 0.0       # every episode passes: no group has reward variance
+    summary = run.run()
+    assert summary.steps == 0 and "no trainable group" in summary.stopped_reason

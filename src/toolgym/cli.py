@@ -240,6 +240,8 @@ def eval_cmd(
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
     concurrency: Annotated[int, typer.Option(help="Episodes in flight.")] = 64,
     out: Annotated[Path, typer.Option(help="Output folder (results.json, report.html).")] = Path("runs/eval"),
+    tasks: Annotated[Optional[Path], typer.Option(help="Evaluate these tasks (JSONL) instead of building a suite.",
+                                                  exists=True)] = None,
 ) -> None:
     """Run a policy on a task suite, k trials each; report pass@1, pass@k, pass^k per domain (JSON + HTML)."""
     from toolgym.agent.rollout import RolloutConfig
@@ -249,20 +251,24 @@ def eval_cmd(
 
     if noise not in ("none", "instruction", "tool", "all"):
         raise typer.BadParameter("--noise must be none, instruction, tool or all")
-    with console.status(f"building suite {suite} ({n} tasks)"):
-        tasks = build_suite(suite, n, seed)
-    pol = load_policy(policy, model, tasks)
+    if tasks is not None:
+        task_list = _tasks_arg(tasks)[:n]
+    else:
+        with console.status(f"building suite {suite} ({n} tasks)"):
+            task_list = build_suite(suite, n, seed)
+    pol = load_policy(policy, model, task_list)
     cfg = RolloutConfig(max_turns=max_turns, sampling=SamplingParams(temperature=temperature,
                                                                      max_new_tokens=max_new_tokens, seed=seed))
     modes = ["none"] if noise == "none" else ["none", noise]
     runs = []
     with _progress() as progress:
         for mode in modes:
-            job = progress.add_task(f"eval {mode}", total=len(tasks) * k)
-            runs.append(evaluate(pol, tasks, k, mode, noise_level, cfg, seed, policy_name=policy,
+            job = progress.add_task(f"eval {mode}", total=len(task_list) * k)
+            runs.append(evaluate(pol, task_list, k, mode, noise_level, cfg, seed, policy_name=policy,
                                  concurrency=concurrency, on_done=lambda _t, job=job: progress.advance(job)))
     html = write_report(runs, out, title=f"toolgym eval: {policy} on {suite}",
-                        extra={"suite": suite, "n": n, "k": k, "noise_level": noise_level, "seed": seed})
+                        extra={"suite": str(tasks) if tasks else suite, "n": len(task_list), "k": k,
+                               "noise_level": noise_level, "seed": seed})
     table = Table("run", "domain", "pass@1", f"pass@{k}", f"pass^{k}", "reward", "turns", "tokens")
     for run in runs:
         for dom, m in run.metrics().items():
@@ -270,6 +276,75 @@ def eval_cmd(
                           f"{m.avg_reward:.3f}", f"{m.avg_turns:.1f}", f"{m.avg_tokens:.0f}")
     console.print(table)
     console.print(f"report -> {html}")
+
+
+def _tasks_arg(tasks: Path) -> list[Task]:
+    loaded = list(read_jsonl(tasks, Task))
+    if not loaded:
+        raise typer.BadParameter(f"{tasks} holds no tasks")
+    return loaded
+
+
+@app.command("build-tiny")
+def build_tiny(
+    tasks: Annotated[Path, typer.Option(help="Tasks JSONL whose gold conversations train the tokenizer.", exists=True)],
+    out: Annotated[Path, typer.Option(help="Output model directory (an ordinary HF checkpoint).")] = Path("runs/tiny"),
+    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 2000,
+    hidden_size: Annotated[int, typer.Option(help="Model width.")] = 128,
+    layers: Annotated[int, typer.Option(help="Transformer layers.")] = 4,
+    heads: Annotated[int, typer.Option(help="Attention heads.")] = 4,
+    max_len: Annotated[int, typer.Option(help="Context length (positions).")] = 4096,
+    seed: SeedOpt = 0,
+) -> None:
+    """Build the embedded default from scratch: a tokenizer trained on the task corpus plus a random tiny LM."""
+    from toolgym.policy.tiny import build_tiny_model, corpus_from_tasks
+
+    with console.status("training tokenizer and initialising the model"):
+        path = build_tiny_model(corpus_from_tasks(_tasks_arg(tasks)), out, vocab_size, hidden_size, layers, heads,
+                                max_len, seed=seed)
+    console.print(f"tiny model -> {path}")
+
+
+@app.command("sft")
+def sft_cmd(
+    model: Annotated[Path, typer.Option(help="Model directory to fine-tune.", exists=True)],
+    tasks: Annotated[Path, typer.Option(help="Tasks JSONL; their executed gold chains are the data.", exists=True)],
+    out: Annotated[Path, typer.Option(help="Output model directory.")] = Path("runs/sft"),
+    epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 3,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
+    max_len: Annotated[int, typer.Option(help="Truncate sequences to this many tokens.")] = 2048,
+    save_every: Annotated[int, typer.Option(help="Checkpoint every N steps (0: only at the end).")] = 0,
+    seed: SeedOpt = 0,
+) -> None:
+    """Cold-start SFT on environment-grounded gold trajectories (failed turns masked, planning augmentation)."""
+    from toolgym.sft.data import sft_examples
+    from toolgym.sft.trainer import SFTConfig, train_sft
+
+    examples = list(sft_examples(_tasks_arg(tasks), seed))
+    write_jsonl(out / "sft_data.jsonl", examples)
+    metrics = train_sft(model, examples, out, SFTConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len,
+                                                        save_every=save_every, seed=seed))
+    console.print(f"{len(metrics)} steps, final loss {metrics[-1]['loss']:.3f}; model -> {out}")
+
+
+@app.command("train")
+def train_cmd(
+    config: Annotated[Path, typer.Argument(help="Training config YAML (see toolgym.rl.config.RLConfig).", exists=True)],
+    resume: Annotated[bool, typer.Option(help="Continue from the run's last checkpoint.")] = False,
+) -> None:
+    """DORA-style asynchronous RL (GSPO by default) on a task set; `mode: sync` runs the barrier baseline."""
+    from toolgym.rl.config import RLConfig
+    from toolgym.rl.runtime_local import train_from_config
+
+    try:
+        cfg = RLConfig.from_yaml(config)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    summary = train_from_config(cfg, resume=resume)
+    console.print(f"{summary.steps} steps, {summary.trained_groups} groups trained, {summary.samples_per_s:.2f} "
+                  f"samples/s, trainer idle {summary.trainer_idle_fraction:.0%}; checkpoint -> {cfg.out}/checkpoint")
 
 
 if __name__ == "__main__":

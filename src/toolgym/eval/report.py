@@ -300,10 +300,28 @@ pre.result { background: #fffdf5; border: 1px solid #eedc9a; }
 """
 
 
+def training_curve_png(rows: list[dict[str, Any]]) -> bytes:
+    """Reward and trainer idle fraction per RL step (rows of a run's metrics.jsonl)."""
+    fig = Figure(figsize=(6.5, 3.6))
+    ax = fig.subplots()
+    steps = [r["step"] for r in rows]
+    ax.plot(steps, [r["reward"] for r in rows], marker="o", label="mean reward of trained groups")
+    ax.plot(steps, [r.get("trainer_idle_fraction", 0.0) for r in rows], linestyle="--", label="trainer idle fraction")
+    ax.set_xlabel("RL step")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ax.set_title("training curve")
+    return _png(fig)
+
+
 def write_report(
-    runs: list[EvalRun], out_dir: Path, title: str = "toolgym evaluation", extra: dict[str, Any] | None = None
+    runs: list[EvalRun], out_dir: Path, title: str = "toolgym evaluation", extra: dict[str, Any] | None = None,
+    figures: dict[str, tuple[bytes, str]] | None = None,
 ) -> Path:
-    """Write results.json, trajectories.jsonl, plots/*.png and a self-contained report.html; return the HTML path."""
+    """Write results.json, trajectories.jsonl, plots/*.png and a self-contained report.html; return the HTML path.
+
+    `figures` adds extra PNGs (stem -> (png bytes, caption)), e.g. a training curve."""
     if not runs:
         raise ValueError("write_report needs at least one run")
     names = [run.name for run in runs]
@@ -316,8 +334,8 @@ def write_report(
     generated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     plots = []
-    for stem, (draw, caption) in _PLOTS.items():
-        data = draw(runs, metrics)
+    drawn = {stem: (draw(runs, metrics), caption) for stem, (draw, caption) in _PLOTS.items()}
+    for stem, (data, caption) in {**drawn, **(figures or {})}.items():
         (out_dir / "plots" / f"{stem}.png").write_bytes(data)
         plots.append({"file": f"plots/{stem}.png", "caption": caption, "data": base64.b64encode(data).decode("ascii")})
 

@@ -10,7 +10,19 @@ from pydantic import BaseModel, Field, ValidationError
 
 from toolgym.agent.rollout import RolloutConfig
 from toolgym.rl.manager import ManagerConfig
-from toolgym.rl.trainer import TrainerConfig
+
+
+class TrainerConfig(BaseModel):
+    """Policy-update settings (GSPO clip range e_l/e_h per the report; GRPO's symmetric eps)."""
+
+    algorithm: str = "gspo"
+    lr: float = 1e-5
+    eps_low: float = 3e-4
+    eps_high: float = 4e-4
+    grpo_eps: float = 0.2
+    micro_batch: int = 8
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
 
 
 class NoiseSettings(BaseModel):
@@ -35,6 +47,7 @@ class RLConfig(BaseModel):
     groups_per_step: int = 4
     max_staleness: int = 2
     checkpoint_every: int = 5
+    max_wait_seconds: float = 600.0
     oversample: dict[str, float] = Field(default_factory=dict)
     curriculum: bool = True
     noise: NoiseSettings = Field(default_factory=NoiseSettings)

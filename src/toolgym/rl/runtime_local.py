@@ -14,6 +14,7 @@ import shutil
 import threading
 import time
 from collections import Counter
+from functools import partial
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,6 +67,10 @@ class SyncedPolicy:
                 self.inner.version = version
 
 
+class Stalled(RuntimeError):
+    """The trainer got no usable group for too long (e.g. every rollout fails, so rewards carry no signal)."""
+
+
 class RunState(BaseModel):
     step: int = 0
     trained: list[str] = Field(default_factory=list)
@@ -80,6 +85,7 @@ class RunSummary(BaseModel):
     trainer_idle_fraction: float
     queue: dict[str, Any]
     interrupted: bool = False
+    stopped_reason: str | None = None
 
 
 class TrainingRun:
@@ -141,10 +147,15 @@ class TrainingRun:
             self.manager.noise = self.noise
 
     def _collect(self) -> tuple[list[SampleGroup], float]:
-        """Groups for one step and the seconds the trainer waited for them."""
+        """Groups for one step and the seconds the trainer waited for them.
+
+        Raises Stalled when no trainable group (one with reward variance) arrives within max_wait_seconds."""
         start = time.perf_counter()
         groups: list[SampleGroup] = []
         while len(groups) < self.cfg.groups_per_step:
+            if time.perf_counter() - start > self.cfg.max_wait_seconds:
+                raise Stalled(f"no trainable group within {self.cfg.max_wait_seconds:.0f}s: every group's rewards "
+                              f"were equal ({self.queue.stats().dropped_no_signal} dropped for no signal)")
             missing = self.cfg.groups_per_step - len(groups)
             if self.manager.error is not None:
                 raise RuntimeError("the rollout manager failed") from self.manager.error
@@ -192,6 +203,7 @@ class TrainingRun:
             producer = threading.Thread(target=self.manager.run, args=(stop,), daemon=True, name="rollout-manager")
             producer.start()
         interrupted = False
+        reason = None
         done_here = 0
         start = time.perf_counter() - self.state.wall_seconds
         with MetricsLogger(self.out, resume) as log, Progress(
@@ -203,7 +215,11 @@ class TrainingRun:
                     if stop_after is not None and done_here >= stop_after:
                         interrupted = True
                         break
-                    groups, waited = self._collect()
+                    try:
+                        groups, waited = self._collect()
+                    except Stalled as exc:
+                        reason = str(exc)
+                        break
                     stats = self.trainer.step(groups)
                     self.state.wall_seconds = time.perf_counter() - start
                     self._after_step(groups, stats, waited, log)
@@ -225,18 +241,22 @@ class TrainingRun:
         return RunSummary(steps=self.state.step, trained_groups=len(self.state.trained),
                           samples_per_s=len(self.state.trained) * self.cfg.manager.group_size / wall,
                           trainer_idle_fraction=self.state.idle_seconds / wall,
-                          queue=self.queue.stats().model_dump(), interrupted=interrupted)
+                          queue=self.queue.stats().model_dump(), interrupted=interrupted, stopped_reason=reason)
 
 
 def train_from_config(cfg: RLConfig, resume: bool = False, show_progress: bool = True) -> RunSummary:
-    """Build the real policy (transformers) and trainer from `cfg.model` and run."""
+    """Build the real policy (transformers) and trainer from `cfg.model` and run on the configured runtime."""
     from toolgym.jsonl import read_jsonl
     from toolgym.policy.hf import HFPolicy
     from toolgym.rl.trainer import Trainer
 
     tasks = list(read_jsonl(cfg.tasks, Task))
-    policy = HFPolicy(cfg.model)
     trainer = Trainer(cfg.model, cfg.trainer)
-    run = TrainingRun(cfg, tasks, policy, trainer, show_progress)
+    if cfg.runtime == "ray":
+        from toolgym.rl.runtime_ray import RayTrainingRun
+
+        run: TrainingRun = RayTrainingRun(cfg, tasks, partial(HFPolicy, cfg.model), trainer, show_progress)
+    else:
+        run = TrainingRun(cfg, tasks, HFPolicy(cfg.model), trainer, show_progress)
     trainer.publish = run.policy.set_weights
     return run.run(resume=resume)

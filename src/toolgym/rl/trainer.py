@@ -13,22 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel
 from transformers import AutoModelForCausalLM
 
+from toolgym.rl.config import TrainerConfig
 from toolgym.rl.losses import LOSSES, group_advantages
 from toolgym.rl.queue import SampleGroup
-
-
-class TrainerConfig(BaseModel):
-    algorithm: str = "gspo"
-    lr: float = 1e-5
-    eps_low: float = 3e-4
-    eps_high: float = 4e-4
-    grpo_eps: float = 0.2
-    micro_batch: int = 8
-    max_grad_norm: float = 1.0
-    weight_decay: float = 0.0
 
 
 Batch = list[tuple[list[int], list[int], list[float], float]]

@@ -105,6 +105,7 @@ def train_sft(model_dir: str | Path, examples: Sequence[SFTExample], out_dir: st
                        "tokens": sum(len(ids) for ids, _ in batch)}
                 metrics.append(row)
                 log.write(json.dumps(row) + "\n")
+                log.flush()
                 progress.update(job, advance=1, loss=f"loss {row['loss']:.3f}")
                 if cfg.save_every and step % cfg.save_every == 0:
                     model.save_pretrained(out / f"checkpoint-{step}")

@@ -1,0 +1,153 @@
+"""Asynchronous vs synchronous RL throughput: the real TrainingRun (RolloutManager, SampleQueue, trainer loop) with a
+simulated GPU policy and trainer, so only the scheduling differs.
+
+The policy is scripted: each episode follows its task's gold chain (or, on a coin flip, skips the last write and
+fails, so groups carry signal) after a long-tailed number of extra read calls, drawn from a lognormal on the
+episode's first turn and written into its first message, so later turns replay the same plan. Every generate()
+call sleeps a fixed time per batch (GPU decode; sleeping releases the GIL), and every trainer step sleeps a fixed
+time and publishes a new version. Sync mode waits for its whole batch, so each step costs the slowest episode of
+the batch plus the trainer step; async mode keeps groups in flight while the trainer trains. Both modes run the same
+config except `mode`; samples/s and the trainer idle fraction come from the RunSummary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from toolgym.agent.rollout import RolloutConfig
+from toolgym.agent.toolcall import format_tool_call
+from toolgym.domains import load_domain
+from toolgym.envs.environment import ToolCall
+from toolgym.eval.runner import build_suite
+from toolgym.policy.base import Completion, GenerationRequest, SamplingParams
+from toolgym.policy.scripted import ScriptedPolicy, clean_result
+from toolgym.rl.config import RLConfig
+from toolgym.rl.manager import ManagerConfig
+from toolgym.rl.queue import SampleGroup
+from toolgym.rl.runtime_local import RunSummary, TrainingRun
+from toolgym.tasks.model import Task
+from toolgym.tasks.perturb import drop_last_write
+from toolgym.tasks.verify import gold_answer
+
+TASKS = 32
+DECODE_S = 0.02  # one generate() batch on the GPU
+TRAIN_S = 0.3  # one trainer step
+EXTRA_READS_MEDIAN = 4.0  # lognormal extra read calls per episode: median and sigma of the underlying normal
+EXTRA_READS_SIGMA = 1.0
+P_LAZY = 0.5
+MAX_TURNS = 64
+STEPS = 24
+GROUPS_PER_STEP = 4
+GROUP_SIZE = 4
+INFLIGHT_GROUPS = 12
+MAX_STALENESS = 2
+
+
+class LongTailPolicy(ScriptedPolicy):
+    """Scripted episodes with lognormal extra reads and a lazy coin, drawn on the first turn and kept in its message."""
+
+    def __init__(self, tasks: Sequence[Task], decode_s: float, seed: int = 0):
+        self.plans: dict[str, tuple[ToolCall, list[ToolCall], list[ToolCall], str]] = {}
+        for t in tasks:
+            domain = load_domain(t.domain)
+            read = next(c for c in t.gold_chain if not domain.tools[c.name].writes)
+            self.plans[t.instruction] = (read, list(t.gold_chain), drop_last_write(t, domain), gold_answer(t))
+        self.decode_s = decode_s
+        self.rng = random.Random(seed)
+        super().__init__(self._next)
+
+    def _draw(self) -> dict[str, Any]:
+        """One episode's plan: how many extra reads (long-tailed) and whether it skips the last write."""
+        extra = int(self.rng.lognormvariate(math.log(EXTRA_READS_MEDIAN), EXTRA_READS_SIGMA))
+        return {"extra_reads": min(extra, MAX_TURNS), "lazy": self.rng.random() < P_LAZY}
+
+    def _next(self, messages: list[dict[str, Any]]) -> str:
+        opening = next(m["content"] for m in messages if m["role"] == "user")
+        read, gold, lazy_calls, answer = self.plans[opening]
+        first = next((m["content"] for m in messages if m["role"] == "assistant"), None)
+        plan = self._draw() if first is None else json.loads(first[len("<think>"):first.index("</think>")])
+        calls = [read] * plan["extra_reads"] + (lazy_calls if plan["lazy"] else gold)
+        done = sum(1 for m in messages if m["role"] == "tool" and clean_result(m["content"]))
+        text = format_tool_call(calls[done]) if done < len(calls) else answer
+        return (f"<think>{json.dumps(plan)}</think>" if first is None else "") + text
+
+    def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
+        """The scripted turns, after a fixed sleep that stands for one batched decode on the GPU."""
+        time.sleep(self.decode_s)
+        return super().generate(requests, sampling)
+
+
+class SleepTrainer:
+    """A trainer whose step takes a fixed time (the GPU update) and publishes the next version."""
+
+    def __init__(self, step_s: float):
+        self.step_s = step_s
+        self.version = 0
+        self.publish = None
+
+    def step(self, groups: Sequence[SampleGroup]) -> dict[str, float]:
+        time.sleep(self.step_s)
+        self.version += 1
+        self.publish({}, self.version)
+        return {"loss": 0.0}
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "version").write_text(str(self.version))
+
+    def load(self, path: Path) -> None:
+        self.version = int((path / "version").read_text())
+
+
+def _tasks() -> list[Task]:
+    """Tasks with at least one read (repeated as the extra calls) and one write (skipped by lazy episodes)."""
+    tasks = build_suite("random-complex", TASKS, seed=0)
+    usable = []
+    for t in tasks:
+        writes = [load_domain(t.domain).tools[c.name].writes for c in t.gold_chain]
+        if any(writes) and not all(writes):
+            usable.append(t)
+    return usable
+
+
+def _run_mode(mode: str, tasks: list[Task], out: Path) -> RunSummary:
+    cfg = RLConfig(model="simulated", tasks="simulated", out=str(out / mode), mode=mode, steps=STEPS,
+                   groups_per_step=GROUPS_PER_STEP, max_staleness=MAX_STALENESS, checkpoint_every=0, curriculum=False,
+                   manager=ManagerConfig(group_size=GROUP_SIZE, inflight_groups=INFLIGHT_GROUPS),
+                   rollout=RolloutConfig(max_turns=MAX_TURNS, max_batch=256))
+    trainer = SleepTrainer(TRAIN_S)
+    run = TrainingRun(cfg, tasks, LongTailPolicy(tasks, DECODE_S), trainer, show_progress=False)
+    trainer.publish = run.policy.set_weights
+    return run.run()
+
+
+def run() -> dict[str, float]:
+    tasks = _tasks()
+    print(f"async RL benchmark: real TrainingRun, simulated policy ({DECODE_S * 1000:.0f} ms per generate batch) and "
+          f"trainer ({TRAIN_S:.2f} s per step), {len(tasks)} random-complex tasks")
+    print(f"  settings: steps {STEPS}, groups/step {GROUPS_PER_STEP}, group size {GROUP_SIZE}, inflight groups "
+          f"{INFLIGHT_GROUPS}, max staleness {MAX_STALENESS}, extra reads ~ lognormal(median {EXTRA_READS_MEDIAN:g}, "
+          f"sigma {EXTRA_READS_SIGMA:g}), lazy p {P_LAZY:g}, max turns {MAX_TURNS}")
+    summaries = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("async", "sync"):
+            start = time.perf_counter()
+            summaries[mode] = s = _run_mode(mode, tasks, Path(tmp))
+            print(f"  {mode:5s}: {s.samples_per_s:7.1f} samples/s, trainer idle {s.trainer_idle_fraction:6.1%}, "
+                  f"{s.trained_groups} groups trained, dropped no-signal {s.queue['dropped_no_signal']}, stale "
+                  f"{s.queue['dropped_stale']}, {time.perf_counter() - start:5.1f} s")
+    ratio = summaries["async"].samples_per_s / summaries["sync"].samples_per_s
+    idle = summaries["async"].trainer_idle_fraction
+    print(f"  async / sync throughput: {ratio:.2f}x (target >= 3x), async trainer idle {idle:.1%} (target < 10%)")
+    return {"ratio": ratio, "async_idle": idle, "sync_idle": summaries["sync"].trainer_idle_fraction}
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,53 @@
+"""Cold-start SFT: data grounded in executed gold chains, failed turns masked out, loss falls on real data."""
+
+from __future__ import annotations
+
+from transformers import AutoTokenizer
+
+from toolgym.agent.toolcall import parse_assistant
+from toolgym.sft.data import sft_example, sft_examples
+from toolgym.sft.trainer import SFTConfig, tokenize_example, train_sft
+
+
+def _tasks(tasks):
+    return [t for name in sorted(tasks) for t in tasks[name][:3]]
+
+
+def test_examples_replay_the_gold_chain_with_real_results(tasks):
+    task = _tasks(tasks)[0]
+    ex = sft_example(task, seed=0, fail_p=0.0, plan_p=0.0)
+    calls = [c for m in ex.messages if m["role"] == "assistant" for c in parse_assistant(m["content"]).tool_calls]
+    assert calls == task.gold_chain
+    assert all(ex.train) and len(ex.train) == len(task.gold_chain) + 1
+    assert not any('"error"' in m["content"] for m in ex.messages if m["role"] == "tool")
+
+
+def test_failed_turns_are_present_but_not_trained(tasks, tiny_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    ex = sft_example(_tasks(tasks)[1], seed=3, fail_p=1.0, plan_p=0.0)
+    assert ex.train.count(False) == len(_tasks(tasks)[1].gold_chain)
+    assert any('"error"' in m["content"] for m in ex.messages if m["role"] == "tool")
+    ids, mask = tokenize_example(tok, ex)
+    trained = tok.decode([i for i, m in zip(ids, mask) if m], skip_special_tokens=False)
+    wrong = [m["content"] for m, keep in zip([m for m in ex.messages if m["role"] == "assistant"], ex.train)
+             if not keep]
+    for text in wrong:
+        assert text not in trained
+    assert "<tool_response>" not in trained
+
+
+def test_planning_augmentation_names_the_chosen_tool(tasks):
+    task = _tasks(tasks)[2]
+    ex = sft_example(task, seed=1, fail_p=0.0, plan_p=1.0)
+    first = next(m["content"] for m in ex.messages if m["role"] == "assistant")
+    turn = parse_assistant(first)
+    assert turn.thinking.startswith("Candidates:") and turn.tool_calls[0].name in turn.thinking
+
+
+def test_sft_lowers_the_loss(tasks, tiny_dir, tmp_path):
+    examples = list(sft_examples(_tasks(tasks)[:8], seed=0))
+    metrics = train_sft(tiny_dir, examples, tmp_path / "sft", SFTConfig(epochs=8, batch_size=4, lr=3e-3, warmup_steps=1),
+                        show_progress=False)
+    first, last = metrics[0]["loss"], sum(m["loss"] for m in metrics[-2:]) / 2
+    assert last < first * 0.8
+    assert (tmp_path / "sft" / "model.safetensors").exists() and (tmp_path / "sft" / "sft_metrics.jsonl").exists()
