@@ -12,29 +12,22 @@ config except `mode`; samples/s and the trainer idle fraction come from the RunS
 
 from __future__ import annotations
 
-import json
 import math
-import random
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from toolgym.agent.rollout import RolloutConfig
-from toolgym.agent.toolcall import format_tool_call
 from toolgym.domains import load_domain
-from toolgym.envs.environment import ToolCall
 from toolgym.eval.runner import build_suite
 from toolgym.policy.base import Completion, GenerationRequest, SamplingParams
-from toolgym.policy.scripted import ScriptedPolicy, clean_result
+from toolgym.policy.scripted import CoinGoldPolicy
 from toolgym.rl.config import RLConfig
 from toolgym.rl.manager import ManagerConfig
 from toolgym.rl.queue import SampleGroup
 from toolgym.rl.runtime_local import RunSummary, TrainingRun
 from toolgym.tasks.model import Task
-from toolgym.tasks.perturb import drop_last_write
-from toolgym.tasks.verify import gold_answer
 
 TASKS = 32
 DECODE_S = 0.02  # one generate() batch on the GPU
@@ -50,33 +43,13 @@ INFLIGHT_GROUPS = 12
 MAX_STALENESS = 2
 
 
-class LongTailPolicy(ScriptedPolicy):
-    """Scripted episodes with lognormal extra reads and a lazy coin, drawn on the first turn and kept in its message."""
+class LongTailPolicy(CoinGoldPolicy):
+    """CoinGoldPolicy with lognormal extra reads per episode and a fixed sleep per batch (one GPU decode)."""
 
     def __init__(self, tasks: Sequence[Task], decode_s: float, seed: int = 0):
-        self.plans: dict[str, tuple[ToolCall, list[ToolCall], list[ToolCall], str]] = {}
-        for t in tasks:
-            domain = load_domain(t.domain)
-            read = next(c for c in t.gold_chain if not domain.tools[c.name].writes)
-            self.plans[t.instruction] = (read, list(t.gold_chain), drop_last_write(t, domain), gold_answer(t))
+        super().__init__(tasks, P_LAZY, seed, extra_reads=lambda rng: min(MAX_TURNS, int(rng.lognormvariate(
+            math.log(EXTRA_READS_MEDIAN), EXTRA_READS_SIGMA))))
         self.decode_s = decode_s
-        self.rng = random.Random(seed)
-        super().__init__(self._next)
-
-    def _draw(self) -> dict[str, Any]:
-        """One episode's plan: how many extra reads (long-tailed) and whether it skips the last write."""
-        extra = int(self.rng.lognormvariate(math.log(EXTRA_READS_MEDIAN), EXTRA_READS_SIGMA))
-        return {"extra_reads": min(extra, MAX_TURNS), "lazy": self.rng.random() < P_LAZY}
-
-    def _next(self, messages: list[dict[str, Any]]) -> str:
-        opening = next(m["content"] for m in messages if m["role"] == "user")
-        read, gold, lazy_calls, answer = self.plans[opening]
-        first = next((m["content"] for m in messages if m["role"] == "assistant"), None)
-        plan = self._draw() if first is None else json.loads(first[len("<think>"):first.index("</think>")])
-        calls = [read] * plan["extra_reads"] + (lazy_calls if plan["lazy"] else gold)
-        done = sum(1 for m in messages if m["role"] == "tool" and clean_result(m["content"]))
-        text = format_tool_call(calls[done]) if done < len(calls) else answer
-        return (f"<think>{json.dumps(plan)}</think>" if first is None else "") + text
 
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
         """The scripted turns, after a fixed sleep that stands for one batched decode on the GPU."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import faulthandler
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -14,71 +13,22 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from toolgym.agent.rollout import RolloutConfig  # noqa: E402
-from toolgym.agent.toolcall import format_tool_call  # noqa: E402
+from rl_fakes import BookkeepingTrainer  # noqa: E402
 from toolgym.domains import load_domain  # noqa: E402
 from toolgym.envs.sample import EnvironmentSampler  # noqa: E402
-from toolgym.policy.scripted import ScriptedPolicy, clean_result  # noqa: E402
+from toolgym.policy.scripted import CoinGoldPolicy  # noqa: E402
 from toolgym.rl.config import RLConfig  # noqa: E402
 from toolgym.rl.manager import ManagerConfig  # noqa: E402
-from toolgym.rl.queue import SampleGroup  # noqa: E402
 from toolgym.rl.runtime_ray import RayTrainingRun  # noqa: E402
 from toolgym.tasks.model import Task  # noqa: E402
-from toolgym.tasks.perturb import drop_last_write  # noqa: E402
 from toolgym.tasks.synthesize import synthesize_task  # noqa: E402
-from toolgym.tasks.verify import gold_answer  # noqa: E402
 
 STEPS, GROUPS_PER_STEP, STALENESS = 4, 2, 1
-LAZY = "<think>lazy</think>"
-
-
-class CoinPolicy(ScriptedPolicy):
-    """Follows the gold chain, but a seeded coin makes some episodes lazy (they skip the last write and fail)."""
-
-    def __init__(self, tasks: list[Task], p_lazy: float = 0.5, seed: int = 0):
-        self.plans = {t.instruction: (t.gold_chain, drop_last_write(t, load_domain(t.domain)), gold_answer(t))
-                      for t in tasks}
-        self.rng = random.Random(seed)
-        self.p_lazy = p_lazy
-        super().__init__(self._next)
-
-    def _next(self, messages: list[dict]) -> str:
-        opening = next(m["content"] for m in messages if m["role"] == "user")
-        gold, lazy_calls, answer = self.plans[opening]
-        first = next((m["content"] for m in messages if m["role"] == "assistant"), None)
-        lazy = self.rng.random() < self.p_lazy if first is None else first.startswith(LAZY)
-        calls = lazy_calls if lazy else gold
-        done = sum(1 for m in messages if m["role"] == "tool" and clean_result(m["content"]))
-        text = format_tool_call(calls[done]) if done < len(calls) else answer
-        return (LAZY if lazy and first is None else "") + text
-
-
-class BookkeepingTrainer:
-    """Records (group id, trainer version, group min version) per trained group and publishes each new version."""
-
-    def __init__(self) -> None:
-        self.version = 0
-        self.publish = None
-        self.seen: list[tuple[str, int, int]] = []
-
-    def step(self, groups: list[SampleGroup]) -> dict[str, float]:
-        self.seen += [(g.group_id, self.version, g.min_version) for g in groups]
-        self.version += 1
-        self.publish({}, self.version)
-        return {"loss": 0.0}
-
-    def save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "state.json").write_text(json.dumps({"version": self.version, "seen": self.seen}))
-
-    def load(self, path: Path) -> None:
-        state = json.loads((path / "state.json").read_text())
-        self.version, self.seen = state["version"], [tuple(x) for x in state["seen"]]
-
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster():
     """One small Ray cluster for the module; a hung run dumps tracebacks and exits instead of stalling CI."""
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors build CoinPolicy from this file
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the policy factory lambda lives in this file
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     faulthandler.dump_traceback_later(300, exit=True)
     yield
@@ -99,7 +49,7 @@ def _run(out: Path, tasks: list[Task]) -> RayTrainingRun:
                    groups_per_step=GROUPS_PER_STEP, max_staleness=STALENESS, checkpoint_every=2,
                    manager=ManagerConfig(group_size=4, inflight_groups=4), rollout=RolloutConfig(max_turns=12))
     trainer = BookkeepingTrainer()
-    run = RayTrainingRun(cfg, tasks, lambda: CoinPolicy(tasks), trainer, show_progress=False)
+    run = RayTrainingRun(cfg, tasks, lambda: CoinGoldPolicy(tasks), trainer, show_progress=False)
     trainer.publish = run.policy.set_weights
     return run
 

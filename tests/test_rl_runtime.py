@@ -4,69 +4,16 @@ and a bookkeeping trainer: staleness bound, streaming vs barrier, multi-version 
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 
+from rl_fakes import BookkeepingTrainer
 from toolgym.agent.rollout import RolloutConfig
-from toolgym.agent.toolcall import format_tool_call
-from toolgym.domains import load_domain
+from toolgym.policy.scripted import CoinGoldPolicy
 from toolgym.rl.config import RLConfig
 from toolgym.rl.manager import ManagerConfig
 from toolgym.rl.runtime_local import TrainingRun
-from toolgym.policy.scripted import ScriptedPolicy, clean_result
-from toolgym.tasks.perturb import drop_last_write
-from toolgym.tasks.verify import gold_answer
-
-LAZY = "<think>lazy</think>"
-
-
-class CoinPolicy(ScriptedPolicy):
-    """Follows the gold chain, but on its first turn flips a coin: a lazy episode skips the last write."""
-
-    def __init__(self, tasks, p_lazy=0.5, seed=0):
-        self.plans = {t.instruction: (t.gold_chain, drop_last_write(t, load_domain(t.domain)), gold_answer(t))
-                      for t in tasks}
-        self.rng = random.Random(seed)
-        self.p_lazy = p_lazy
-        super().__init__(self._next)
-
-    def _next(self, messages):
-        opening = next(m["content"] for m in messages if m["role"] == "user")
-        gold, lazy_calls, answer = self.plans[opening]
-        first = next((m["content"] for m in messages if m["role"] == "assistant"), None)
-        lazy = self.rng.random() < self.p_lazy if first is None else first.startswith(LAZY)
-        calls = lazy_calls if lazy else gold
-        done = sum(1 for m in messages if m["role"] == "tool" and clean_result(m["content"]))
-        text = format_tool_call(calls[done]) if done < len(calls) else answer
-        return (LAZY if lazy and first is None else "") + text
-
-
-class BookkeepingTrainer:
-    """Records what it is given; each step bumps the version and publishes it to the rollout policy."""
-
-    def __init__(self, publish=None):
-        self.version = 0
-        self.publish = publish
-        self.seen: list[tuple[str, int]] = []
-
-    def step(self, groups):
-        for g in groups:
-            self.seen.append((g.group_id, self.version - g.min_version))
-        self.version += 1
-        if self.publish:
-            self.publish({}, self.version)
-        return {"loss": 0.0}
-
-    def save(self, path: Path):
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "state.json").write_text(json.dumps({"version": self.version, "seen": self.seen}))
-
-    def load(self, path: Path):
-        state = json.loads((path / "state.json").read_text())
-        self.version, self.seen = state["version"], [tuple(x) for x in state["seen"]]
-
 
 @pytest.fixture(scope="module")
 def rl_tasks(tasks):
@@ -78,7 +25,7 @@ def _run(tmp: Path, tasks, mode="async", steps=6, staleness=1, **kw) -> Training
                    max_staleness=staleness, checkpoint_every=2, curriculum=False,
                    manager=ManagerConfig(group_size=4, inflight_groups=6), rollout=RolloutConfig(max_turns=12), **kw)
     trainer = BookkeepingTrainer()
-    run = TrainingRun(cfg, tasks, CoinPolicy(tasks), trainer, show_progress=False)
+    run = TrainingRun(cfg, tasks, CoinGoldPolicy(tasks), trainer, show_progress=False)
     trainer.publish = run.policy.set_weights
     return run
 
@@ -87,8 +34,8 @@ def test_async_training_respects_the_staleness_bound(tmp_path, rl_tasks):
     run = _run(tmp_path, rl_tasks, staleness=1)
     summary = run.run()
     assert summary.steps == 6 and summary.trained_groups == 18
-    assert all(staleness <= 1 for _, staleness in run.trainer.seen)
-    ids = [gid for gid, _ in run.trainer.seen]
+    assert all(version - made_by <= 1 for _, version, made_by in run.trainer.seen)
+    ids = [gid for gid, _, _ in run.trainer.seen]
     assert len(ids) == len(set(ids))
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 7))
@@ -98,15 +45,15 @@ def test_async_training_respects_the_staleness_bound(tmp_path, rl_tasks):
 def test_async_rollouts_span_policy_versions(tmp_path, rl_tasks):
     run = _run(tmp_path, rl_tasks, steps=8, staleness=3)
     run.run()
-    versions = {g: s for g, s in run.trainer.seen}
-    assert max(versions.values()) >= 1, "async rollouts never overlapped a weight update"
+    assert max(version - made_by for _, version, made_by in run.trainer.seen) >= 1, \
+        "async rollouts never overlapped a weight update"
 
 
 def test_sync_mode_trains_only_fresh_groups(tmp_path, rl_tasks):
     run = _run(tmp_path, rl_tasks, mode="sync", staleness=0)
     summary = run.run()
     assert summary.trained_groups == 18
-    assert all(staleness == 0 for _, staleness in run.trainer.seen)
+    assert all(version == made_by for _, version, made_by in run.trainer.seen)
 
 
 def test_groups_without_signal_are_never_trained(tmp_path, rl_tasks):

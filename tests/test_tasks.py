@@ -13,7 +13,7 @@ from toolgym.jsonl import read_jsonl, write_jsonl
 from toolgym.tasks.model import Task
 from toolgym.tasks.perturb import drop_last_write, shift_write_id
 from toolgym.tasks.synthesize import synthesize_task
-from toolgym.tasks.verify import fact_in_answer, gold_answer, replay
+from toolgym.tasks.verify import fact_in_answer, gold_answer, replay, verify
 
 from conftest import DOMAINS
 
@@ -120,3 +120,20 @@ def test_tool_call_arguments_are_plain_json(tasks):
         for call in task.gold_chain:
             assert isinstance(call, ToolCall)
             assert all(isinstance(v, (str, int, float, bool)) for v in call.arguments.values())
+
+
+def test_extra_write_to_another_table_is_caught(tasks):
+    """Verification compares only touched tables; a write elsewhere must still show up as unexpected."""
+    task = next(t for t in tasks["food_delivery"] if t.expected_changes and not t.required_answers)
+    expected_tables = {c.table for c in task.expected_changes}
+    domain = load_domain(task.domain)
+    env = Environment(domain, list(domain.tools), task.env.data_seed)   # every tool of the domain, same database
+    for call in task.gold_chain:
+        assert env.call(call.name, call.arguments).ok
+    other, tool, args = next((table, tool, args) for table, tool, args in [
+        ("promo_code", "update_promo_code_percent_off", {"promo_code_id": 1, "percent_off": 33}),
+        ("courier", "update_courier_phone", {"courier_id": 1, "phone": "555-000-0000"})]
+        if table not in expected_tables)
+    assert env.call(tool, args).ok
+    verdict = verify(task, env, gold_answer(task))
+    assert not verdict.passed and any(p.startswith(f"unexpected change: {other} 1") for p in verdict.problems)

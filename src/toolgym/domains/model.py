@@ -70,6 +70,15 @@ class Tool:
     writes: bool = False
     return_types: dict[str, str] = dc_field(default_factory=dict)
 
+    @property
+    def write_tables(self) -> frozenset[str]:
+        """Tables this tool may change (empty for reads): lets verification skip untouched tables."""
+        if not self.writes:
+            return frozenset()
+        if self.action is not None:
+            return frozenset(e.insert or e.update for e in self.action.effects)
+        return frozenset({self.entity})
+
     def param(self, name: str) -> Param:
         return next(p for p in self.params if p.name == name)
 

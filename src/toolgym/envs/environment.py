@@ -105,6 +105,7 @@ class Environment:
         self.conn = conn if conn is not None else copy_database(base_database(domain, data_seed))
         self.tables = list(domain.entity_order())
         self.now = domain.spec.clock
+        self.touched: set[str] = set()
 
     @classmethod
     def from_record(cls, record: EnvironmentRecord, domain: Domain | None = None) -> Environment:
@@ -127,6 +128,7 @@ class Environment:
         tool = self.tools.get(name)
         if tool is None:
             return ToolResult(ok=False, error=f"unknown tool '{name}'. Available tools: {', '.join(self.tool_names)}")
+        self.touched |= tool.write_tables
         try:
             return ToolResult(ok=True, content=execute(self.conn, self.domain, tool,
                                                        {} if arguments is None else arguments, self.now))
@@ -156,8 +158,10 @@ class Environment:
 
     def fork(self) -> Environment:
         """An independent copy with the current database state."""
-        return Environment(self.domain, self.tool_names, self.data_seed, self.id, self.chains,
+        fork = Environment(self.domain, self.tool_names, self.data_seed, self.id, self.chains,
                            conn=copy_database(self.conn))
+        fork.touched = set(self.touched)
+        return fork
 
     def snapshot(self) -> Snapshot:
         return snapshot(self.conn, self.tables)
@@ -172,6 +176,7 @@ class Environment:
         """Restore the initial database; returns (observation, info) like Gymnasium."""
         self.conn.close()
         self.conn = copy_database(base_database(self.domain, self.data_seed))
+        self.touched = set()
         return {"tools": self.openai_tools()}, {"env_id": self.id, "seed": seed}
 
     def step(self, action: ToolCall | dict[str, Any]) -> tuple[str, float, bool, bool, dict[str, Any]]:

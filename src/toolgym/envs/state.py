@@ -21,6 +21,10 @@ class Snapshot:
     columns: dict[str, tuple[str, ...]]
     rows: dict[str, dict[int, tuple]]
 
+    def only(self, tables: list[str]) -> Snapshot:
+        """The same state restricted to `tables`."""
+        return Snapshot({t: self.columns[t] for t in tables}, {t: self.rows[t] for t in tables})
+
 
 def snapshot(conn: sqlite3.Connection, tables: list[str]) -> Snapshot:
     columns, rows = {}, {}

@@ -97,6 +97,10 @@ class NoisyEnvironment:
         return self.env.tables
 
     @property
+    def touched(self) -> set[str]:
+        return self.env.touched
+
+    @property
     def data_seed(self) -> int:
         return self.env.data_seed
 

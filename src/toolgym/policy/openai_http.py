@@ -19,11 +19,12 @@ class OpenAIPolicy:
     tokenizer = None
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, version: int = 0,
-                 max_workers: int = 16, timeout: float = 120.0, native_tools: bool = True):
+                 max_workers: int = 16, timeout: float = 120.0, native_tools: bool = True,
+                 http_client: Any | None = None):
         from openai import OpenAI
 
         self.client = OpenAI(base_url=base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY", "EMPTY"),
-                             timeout=timeout)
+                             timeout=timeout, http_client=http_client)
         self.model = model
         self.version = version
         self.native_tools = native_tools

@@ -8,6 +8,7 @@ progress is read from the conversation, so the same policy serves any number of 
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -72,3 +73,38 @@ class GoldPolicy(ScriptedPolicy):
             else:
                 failures += 1
         return format_tool_call(calls[done]) if done < len(calls) else answer
+
+
+class CoinGoldPolicy(ScriptedPolicy):
+    """Gold-following episodes that fail on purpose at random, so RL groups carry reward variance.
+
+    On an episode's first turn it draws a plan: whether the episode is lazy (skips the last write, with
+    probability `p_lazy`) and how many times to repeat the chain's first read before starting
+    (`extra_reads(rng)`, e.g. long-tailed for benchmarks). The plan is written into that first message as <think>{json}</think>, so the policy stays
+    stateless across the concurrent episodes it serves."""
+
+    def __init__(self, tasks: Iterable[Task], p_lazy: float = 0.5, seed: int = 0,
+                 extra_reads: Callable[[random.Random], int] | None = None):
+        self.plans: dict[str, tuple[list[ToolCall], list[ToolCall], list[ToolCall], str]] = {}
+        for t in tasks:
+            domain = load_domain(t.domain)
+            reads = [c for c in t.gold_chain if not domain.tools[c.name].writes][:1]
+            self.plans[t.instruction] = (reads, list(t.gold_chain), drop_last_write(t, domain), gold_answer(t))
+        self.rng = random.Random(seed)
+        self.p_lazy = p_lazy
+        self.extra_reads = extra_reads
+        super().__init__(self._next)
+
+    def _draw(self) -> dict[str, Any]:
+        extra = self.extra_reads(self.rng) if self.extra_reads else 0
+        return {"lazy": self.rng.random() < self.p_lazy, "extra_reads": extra}
+
+    def _next(self, messages: list[dict[str, Any]]) -> str:
+        opening = next(m["content"] for m in messages if m["role"] == "user")
+        reads, gold, lazy_calls, answer = self.plans[opening]
+        first = next((m["content"] for m in messages if m["role"] == "assistant"), None)
+        plan = self._draw() if first is None else json.loads(first[len("<think>"):first.index("</think>")])
+        calls = reads * plan["extra_reads"] + (lazy_calls if plan["lazy"] else gold)
+        done = sum(1 for m in messages if m["role"] == "tool" and clean_result(m["content"]))
+        text = format_tool_call(calls[done]) if done < len(calls) else answer
+        return (f"<think>{json.dumps(plan)}</think>" if first is None else "") + text

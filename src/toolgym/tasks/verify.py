@@ -47,10 +47,14 @@ def fact_in_answer(fact: str, answer: str) -> bool:
 
 
 def verify(task: Task, env: Environment, answer: str = "", initial: Snapshot | None = None) -> Verdict:
-    """Judge `env`'s current state against the task. `initial` defaults to the environment's pristine database."""
+    """Judge `env`'s current state against the task. `initial` defaults to the environment's pristine database;
+    then only tables written through `env.call` (and the tables the task expects to change) are compared."""
+    tables = env.tables
     if initial is None:
-        initial = base_state(env.domain, env.data_seed)[0]
-    actual = diff(initial, snapshot(env.conn, env.tables))
+        touched = set(env.touched) | {c.table for c in task.expected_changes}
+        tables = [t for t in env.tables if t in touched]
+        initial = base_state(env.domain, env.data_seed)[0].only(tables)
+    actual = diff(initial, snapshot(env.conn, tables))
     state = compare_changes(task.expected_changes, actual)
     missing = [a for a in task.required_answers if not fact_in_answer(a, answer)]
     return Verdict(passed=state.ok and not missing, state_ok=state.ok, answers_ok=not missing,
