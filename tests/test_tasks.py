@@ -82,6 +82,10 @@ def test_fact_matching_is_tolerant_but_not_loose():
     assert fact_in_answer("out for delivery", "It is OUT_FOR_DELIVERY now")
     assert not fact_in_answer("12.50", "It costs 125.")
     assert not fact_in_answer("cancelled", "It is confirmed.")
+    assert not fact_in_answer("2", "ab2cd")                 # digits inside other tokens state nothing
+    assert not fact_in_answer("3", "code LAB-3")
+    assert not fact_in_answer("7", "7.5 dollars")
+    assert fact_in_answer("-4.5", "balance -4.50 now") and fact_in_answer("1,234.5", "total 1234.50")
 
 
 def test_task_jsonl_roundtrip_is_identical(tasks, tmp_path):

@@ -43,6 +43,7 @@ class RLConfig(BaseModel):
     out: str = "runs/rl"
     mode: Literal["async", "sync"] = "async"
     runtime: Literal["local", "ray"] = "local"
+    engine: Literal["hf", "vllm"] = "hf"
     steps: int = 20
     groups_per_step: int = 4
     max_staleness: int = 2

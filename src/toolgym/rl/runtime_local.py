@@ -245,18 +245,24 @@ class TrainingRun:
 
 
 def train_from_config(cfg: RLConfig, resume: bool = False, show_progress: bool = True) -> RunSummary:
-    """Build the real policy (transformers) and trainer from `cfg.model` and run on the configured runtime."""
+    """Build the real policy (transformers or vLLM) and trainer from `cfg.model`; run on the configured runtime."""
     from toolgym.jsonl import read_jsonl
     from toolgym.policy.hf import HFPolicy
     from toolgym.rl.trainer import Trainer
 
     tasks = list(read_jsonl(cfg.tasks, Task))
     trainer = Trainer(cfg.model, cfg.trainer)
+    if cfg.engine == "vllm":
+        from toolgym.policy.vllm import VLLMPolicy
+
+        make_policy: Callable[[], Policy] = partial(VLLMPolicy, cfg.model)
+    else:
+        make_policy = partial(HFPolicy, cfg.model)
     if cfg.runtime == "ray":
         from toolgym.rl.runtime_ray import RayTrainingRun
 
-        run: TrainingRun = RayTrainingRun(cfg, tasks, partial(HFPolicy, cfg.model), trainer, show_progress)
+        run: TrainingRun = RayTrainingRun(cfg, tasks, make_policy, trainer, show_progress)
     else:
-        run = TrainingRun(cfg, tasks, HFPolicy(cfg.model), trainer, show_progress)
+        run = TrainingRun(cfg, tasks, make_policy(), trainer, show_progress)
     trainer.publish = run.policy.set_weights
     return run.run(resume=resume)

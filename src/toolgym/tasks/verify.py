@@ -11,7 +11,7 @@ from toolgym.envs.environment import Environment, ToolCall, base_state
 from toolgym.envs.state import Snapshot, compare_changes, diff, snapshot
 from toolgym.tasks.model import Task
 
-_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
+_NUMBER = re.compile(r"(?<![\w.-])-?\d+(?:,\d{3})*(?:\.\d+)?(?![\w.]*\w)")
 
 
 class Verdict(BaseModel):
@@ -34,15 +34,17 @@ class Verdict(BaseModel):
         return "\n".join(lines)
 
 
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace("_", " ")).strip().lower()
+
+
 def fact_in_answer(fact: str, answer: str) -> bool:
-    """A fact is stated if it appears (case-insensitively, underscores as spaces) or, for numbers, numerically."""
-    norm = lambda s: re.sub(r"\s+", " ", s.replace("_", " ")).strip().lower()  # noqa: E731
-    if norm(fact) in norm(answer):
-        return True
+    """A fact is stated if it appears as whole words (case-insensitive, underscores as spaces); a number must
+    appear as a number of the same value ("12.5" states "12.50"; "125" or "a12b" do not)."""
     try:
         target = float(fact.replace(",", ""))
     except ValueError:
-        return False
+        return re.search(rf"(?<!\w){re.escape(_norm(fact))}(?!\w)", _norm(answer)) is not None
     return any(abs(float(n.replace(",", "")) - target) < 0.005 for n in _NUMBER.findall(answer))
 
 
