@@ -8,6 +8,13 @@ call sleeps a fixed time per batch (GPU decode; sleeping releases the GIL), and 
 time and publishes a new version. Sync mode waits for its whole batch, so each step costs the slowest episode of
 the batch plus the trainer step; async mode keeps groups in flight while the trainer trains. Both modes run the same
 config except `mode`; samples/s and the trainer idle fraction come from the RunSummary.
+
+Scale of the simulated GPU: the real rollout components cost CPU on this machine (about 30 ms per episode to build
+its SQLite environment and verify it, on the event loop between decode batches). At 20 ms per decode batch and
+0.3 s per trainer step that CPU, not the simulated GPU, sets the pace on 2 cores, and async reached only about 2x
+with the trainer idle most of the time. Real decode and training steps take seconds, far above that CPU cost, so
+the simulated GPU times are scaled up (100 ms per batch, 1.8 s per step, the same 1:18 order as 20 ms : 0.3 s) and
+the staleness bound is 4 so that long-tailed groups spanning a few updates are still trained.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from toolgym.agent.rollout import RolloutConfig
@@ -29,18 +36,18 @@ from toolgym.rl.queue import SampleGroup
 from toolgym.rl.runtime_local import RunSummary, TrainingRun
 from toolgym.tasks.model import Task
 
-TASKS = 32
-DECODE_S = 0.02  # one generate() batch on the GPU
-TRAIN_S = 0.3  # one trainer step
-EXTRA_READS_MEDIAN = 4.0  # lognormal extra read calls per episode: median and sigma of the underlying normal
-EXTRA_READS_SIGMA = 1.0
+TASKS = 16
+DECODE_S = 0.1  # one generate() batch on the GPU
+TRAIN_S = 1.8  # one trainer step
+EXTRA_READS_MEDIAN = 3.0  # lognormal extra read calls per episode: median and sigma of the underlying normal
+EXTRA_READS_SIGMA = 1.3
 P_LAZY = 0.5
-MAX_TURNS = 64
-STEPS = 24
+MAX_TURNS = 48
+STEPS = 12
 GROUPS_PER_STEP = 4
 GROUP_SIZE = 4
-INFLIGHT_GROUPS = 12
-MAX_STALENESS = 2
+INFLIGHT_GROUPS = 10
+MAX_STALENESS = 4
 
 
 class LongTailPolicy(CoinGoldPolicy):
@@ -63,12 +70,13 @@ class SleepTrainer:
     def __init__(self, step_s: float):
         self.step_s = step_s
         self.version = 0
-        self.publish = None
+        self.publish: Callable[[dict[str, Any], int], None] | None = None
 
     def step(self, groups: Sequence[SampleGroup]) -> dict[str, float]:
         time.sleep(self.step_s)
         self.version += 1
-        self.publish({}, self.version)
+        if self.publish is not None:
+            self.publish({}, self.version)
         return {"loss": 0.0}
 
     def save(self, path: Path) -> None:

@@ -73,7 +73,7 @@ class DemoConfig:
 SHORT = SynthesisConfig(target_counts=(1,), target_weights=(1.0,))
 
 
-def task_sets(cfg: DemoConfig, console: Console) -> tuple[list[Task], list[Task], Table]:
+def task_sets(cfg: DemoConfig) -> tuple[list[Task], list[Task], Table]:
     """Per domain: sample environments, synthesize and verify tasks, keep short ones for train and held-out."""
     table = Table("domain", "tools", "envs", "tools/env", "tasks", "gold pass", "broken fails")
     train, held = [], []
@@ -117,7 +117,7 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
 
     t0 = time.perf_counter()
     console.rule("1-2. environment scaling and task sets")
-    train, held, table = task_sets(cfg, console)
+    train, held, table = task_sets(cfg)
     console.print(table)
     write_jsonl(out / "train_tasks.jsonl", train)
     write_jsonl(out / "heldout_tasks.jsonl", held)

@@ -167,7 +167,8 @@ class _EpisodeRun:
         traj, cfg = self.traj, self.cfg
         for turn in range(cfg.max_turns):
             self.manage_context(turn)
-            if self.tracker is not None and self.tracker.n_tokens() + cfg.sampling.max_new_tokens > cfg.max_total_tokens:
+            budget = cfg.max_total_tokens - cfg.sampling.max_new_tokens
+            if self.tracker is not None and self.tracker.n_tokens() > budget:
                 traj.termination = "max_tokens"
                 break
             request = GenerationRequest(messages=list(self.messages), tools=self.tools, prompt_ids=self.prompt_ids)
