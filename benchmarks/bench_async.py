@@ -9,12 +9,13 @@ time and publishes a new version. Sync mode waits for its whole batch, so each s
 the batch plus the trainer step; async mode keeps groups in flight while the trainer trains. Both modes run the same
 config except `mode`; samples/s and the trainer idle fraction come from the RunSummary.
 
-Scale of the simulated GPU: the real rollout components cost CPU on this machine (about 30 ms per episode to build
-its SQLite environment and verify it, on the event loop between decode batches). At 20 ms per decode batch and
-0.3 s per trainer step that CPU, not the simulated GPU, sets the pace on 2 cores, and async reached only about 2x
-with the trainer idle most of the time. Real decode and training steps take seconds, far above that CPU cost, so
-the simulated GPU times are scaled up (100 ms per batch, 1.8 s per step, the same 1:18 order as 20 ms : 0.3 s) and
-the staleness bound is 4 so that long-tailed groups spanning a few updates are still trained.
+Scale of the simulated GPU: the real rollout components cost CPU (about 30 ms per episode on this 2-core machine to
+build its SQLite environment and verify it), and that work runs on the rollout event loop between decode batches,
+so it adds to every batch cycle. At 20 ms per batch and 0.3 s per trainer step it was about 60 ms of each ~80 ms
+cycle: long-tailed groups outlived the staleness bound and async reached only about 2x, with the trainer idle most
+of the time. Real decode and training steps take seconds, far above that CPU cost, so the simulated GPU times are
+scaled up (100 ms per batch, 1.8 s per step, about the same ratio as 20 ms : 0.3 s) and the staleness bound is 4,
+so long-tailed groups that span a few updates are still trained.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from toolgym.agent.rollout import RolloutConfig
 from toolgym.domains import load_domain

@@ -71,8 +71,8 @@ class VLLMPolicy:
         if not requests:
             return []
         prompts = [{"prompt_token_ids": self.prompt_ids(r)} for r in requests]
-        params = [vllm_sampling_params(sampling, self.sampling_cls, None if sampling.seed is None else sampling.seed + i)
-                  for i in range(len(requests))]
+        seeds = [None if sampling.seed is None else sampling.seed + i for i in range(len(requests))]
+        params = [vllm_sampling_params(sampling, self.sampling_cls, seed) for seed in seeds]
         outputs = self.engine.generate(prompts, params, use_tqdm=False)
         return [self._completion(out.outputs[0]) for out in outputs]
 

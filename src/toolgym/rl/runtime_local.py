@@ -199,17 +199,20 @@ class TrainingRun:
             self.restore()
         stop = threading.Event()
         producer = None
-        if self.cfg.mode == "async":
-            producer = threading.Thread(target=self.manager.run, args=(stop,), daemon=True, name="rollout-manager")
-            producer.start()
         interrupted = False
         reason = None
         done_here = 0
-        start = time.perf_counter() - self.state.wall_seconds
         with MetricsLogger(self.out, resume) as log, Progress(
                 TextColumn("rl {task.fields[mode]}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                 TimeElapsedColumn(), disable=not self.show_progress, transient=True) as progress:
             job = progress.add_task("rl", total=self.cfg.steps, completed=self.state.step, mode=self.cfg.mode, info="")
+            # The clock and the producer start together, after slow set-up (the logger imports tensorboard),
+            # so neither mode gets a head start that would not count as trainer idle time.
+            start = time.perf_counter() - self.state.wall_seconds
+            if self.cfg.mode == "async":
+                producer = threading.Thread(target=self.manager.run, args=(stop,), daemon=True,
+                                            name="rollout-manager")
+                producer.start()
             try:
                 while self.state.step < self.cfg.steps:
                     if stop_after is not None and done_here >= stop_after:
