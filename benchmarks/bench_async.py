@@ -23,9 +23,8 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from toolgym.agent.rollout import RolloutConfig
 from toolgym.domains import load_domain
@@ -34,8 +33,8 @@ from toolgym.policy.base import Completion, GenerationRequest, SamplingParams
 from toolgym.policy.scripted import CoinGoldPolicy
 from toolgym.rl.config import RLConfig
 from toolgym.rl.manager import ManagerConfig
-from toolgym.rl.queue import SampleGroup
 from toolgym.rl.runtime_local import RunSummary, TrainingRun
+from toolgym.rl.simulated import SimulatedTrainer
 from toolgym.tasks.model import Task
 
 TASKS = 16
@@ -66,29 +65,6 @@ class LongTailPolicy(CoinGoldPolicy):
         return super().generate(requests, sampling)
 
 
-class SleepTrainer:
-    """A trainer whose step takes a fixed time (the GPU update) and publishes the next version."""
-
-    def __init__(self, step_s: float):
-        self.step_s = step_s
-        self.version = 0
-        self.publish: Callable[[dict[str, Any], int], None] | None = None
-
-    def step(self, groups: Sequence[SampleGroup]) -> dict[str, float]:
-        time.sleep(self.step_s)
-        self.version += 1
-        if self.publish is not None:
-            self.publish({}, self.version)
-        return {"loss": 0.0}
-
-    def save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "version").write_text(str(self.version))
-
-    def load(self, path: Path) -> None:
-        self.version = int((path / "version").read_text())
-
-
 def _tasks() -> list[Task]:
     """Tasks with at least one read (repeated as the extra calls) and one write (skipped by lazy episodes)."""
     tasks = build_suite("random-complex", TASKS, seed=0)
@@ -105,7 +81,7 @@ def _run_mode(mode: str, tasks: list[Task], out: Path) -> RunSummary:
                    groups_per_step=GROUPS_PER_STEP, max_staleness=MAX_STALENESS, checkpoint_every=0, curriculum=False,
                    manager=ManagerConfig(group_size=GROUP_SIZE, inflight_groups=INFLIGHT_GROUPS),
                    rollout=RolloutConfig(max_turns=MAX_TURNS, max_batch=256))
-    trainer = SleepTrainer(TRAIN_S)
+    trainer = SimulatedTrainer(TRAIN_S)
     run = TrainingRun(cfg, tasks, LongTailPolicy(tasks, DECODE_S), trainer, show_progress=False)
     trainer.publish = run.policy.set_weights
     return run.run()

@@ -1,5 +1,5 @@
 """The Ray runtime (queue and rollout manager as actors, trainer in the driver) with a scripted policy whose episodes
-pass or fail at random and a bookkeeping trainer: group accounting, staleness, weight publishing, resume."""
+pass or fail at random and a simulated trainer: group accounting, staleness, weight publishing, resume."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from toolgym.agent.rollout import RolloutConfig  # noqa: E402
-from rl_fakes import BookkeepingTrainer  # noqa: E402
 from toolgym.domains import load_domain  # noqa: E402
 from toolgym.envs.sample import EnvironmentSampler  # noqa: E402
 from toolgym.policy.scripted import CoinGoldPolicy  # noqa: E402
 from toolgym.rl.config import RLConfig  # noqa: E402
 from toolgym.rl.manager import ManagerConfig  # noqa: E402
 from toolgym.rl.runtime_ray import RayTrainingRun  # noqa: E402
+from toolgym.rl.simulated import SimulatedTrainer  # noqa: E402
 from toolgym.tasks.model import Task  # noqa: E402
 from toolgym.tasks.synthesize import synthesize_task  # noqa: E402
 
@@ -48,7 +48,7 @@ def _run(out: Path, tasks: list[Task]) -> RayTrainingRun:
     cfg = RLConfig(model="unused", tasks="unused", out=str(out), runtime="ray", steps=STEPS,
                    groups_per_step=GROUPS_PER_STEP, max_staleness=STALENESS, checkpoint_every=2,
                    manager=ManagerConfig(group_size=4, inflight_groups=4), rollout=RolloutConfig(max_turns=12))
-    trainer = BookkeepingTrainer()
+    trainer = SimulatedTrainer()
     run = RayTrainingRun(cfg, tasks, lambda: CoinGoldPolicy(tasks), trainer, show_progress=False)
     trainer.publish = run.policy.set_weights
     return run

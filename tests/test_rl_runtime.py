@@ -1,5 +1,5 @@
 """The local RL runtime with a scripted policy whose episodes pass or fail at random (so groups carry signal)
-and a bookkeeping trainer: staleness bound, streaming vs barrier, multi-version trajectories, resume."""
+and a simulated trainer: staleness bound, streaming vs barrier, multi-version trajectories, resume."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from rl_fakes import BookkeepingTrainer
 from toolgym.agent.rollout import RolloutConfig
 from toolgym.policy.scripted import CoinGoldPolicy
 from toolgym.rl.config import RLConfig
 from toolgym.rl.manager import ManagerConfig
 from toolgym.rl.runtime_local import TrainingRun
+from toolgym.rl.simulated import SimulatedTrainer
 
 @pytest.fixture(scope="module")
 def rl_tasks(tasks):
@@ -24,7 +24,7 @@ def _run(tmp: Path, tasks, mode="async", steps=6, staleness=1, **kw) -> Training
     cfg = RLConfig(model="unused", tasks="unused", out=str(tmp), mode=mode, steps=steps, groups_per_step=3,
                    max_staleness=staleness, checkpoint_every=2, curriculum=False,
                    manager=ManagerConfig(group_size=4, inflight_groups=6), rollout=RolloutConfig(max_turns=12), **kw)
-    trainer = BookkeepingTrainer()
+    trainer = SimulatedTrainer()
     run = TrainingRun(cfg, tasks, CoinGoldPolicy(tasks), trainer, show_progress=False)
     trainer.publish = run.policy.set_weights
     return run
