@@ -30,6 +30,21 @@ def clean_result(content: str) -> bool:
     return not (isinstance(data, dict) and "error" in data)
 
 
+def next_step(messages: list[dict[str, Any]], calls: list[ToolCall], answer: str, retries: int | None = None) -> str:
+    """The next message of a planned episode: the first call not yet answered cleanly, else the answer.
+
+    A call counts as done once its result is clean, or after `retries` unclean results in a row (None: never)."""
+    done, failures = 0, 0
+    for m in messages:
+        if m["role"] != "tool":
+            continue
+        if clean_result(m["content"]) or (retries is not None and failures >= retries):
+            done, failures = done + 1, 0
+        else:
+            failures += 1
+    return format_tool_call(calls[done]) if done < len(calls) else answer
+
+
 class ScriptedPolicy:
     """A policy whose next message is computed by a function of the conversation."""
 
@@ -64,15 +79,7 @@ class GoldPolicy(ScriptedPolicy):
         if opening not in self.plans:
             return "I'm sorry, I can't help with that."
         calls, answer = self.plans[opening]
-        done, failures = 0, 0
-        for m in messages:
-            if m["role"] != "tool":
-                continue
-            if clean_result(m["content"]) or failures >= self.retries:
-                done, failures = done + 1, 0
-            else:
-                failures += 1
-        return format_tool_call(calls[done]) if done < len(calls) else answer
+        return next_step(messages, calls, answer, self.retries)
 
 
 class CoinGoldPolicy(ScriptedPolicy):
@@ -105,6 +112,5 @@ class CoinGoldPolicy(ScriptedPolicy):
         first = next((m["content"] for m in messages if m["role"] == "assistant"), None)
         plan = self._draw() if first is None else json.loads(first[len("<think>"):first.index("</think>")])
         calls = reads * plan["extra_reads"] + (lazy_calls if plan["lazy"] else gold)
-        done = sum(1 for m in messages if m["role"] == "tool" and clean_result(m["content"]))
-        text = format_tool_call(calls[done]) if done < len(calls) else answer
+        text = next_step(messages, calls, answer)
         return (f"<think>{json.dumps(plan)}</think>" if first is None else "") + text
