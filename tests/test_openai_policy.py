@@ -10,6 +10,7 @@ import httpx
 from toolgym.agent.rollout import Episode, RolloutConfig, run_episodes
 from toolgym.agent.user import STOP, PolicyUser
 from toolgym.envs.environment import Environment
+from toolgym.policy.base import GenerationRequest, SamplingParams
 from toolgym.policy.openai_http import OpenAIPolicy
 from toolgym.policy.scripted import ScriptedPolicy, clean_result
 from toolgym.tasks.text import fmt
@@ -75,3 +76,21 @@ def test_policy_user_plays_the_user_from_the_profile(tasks):
     assert all(fmt(v) in prompts[0][0]["content"] for v in task.user.on_request.values())
     assert prompts[0][-1] == {"role": "user", "content": "What is your phone number?"}
     assert user.respond("Done.").done
+
+
+def test_a_seeded_batch_sends_a_distinct_seed_per_request():
+    seen: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json={"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]})
+
+    policy = OpenAIPolicy("http://127.0.0.1:9/v1", "m", api_key="k",
+                          http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+    request = GenerationRequest(messages=[{"role": "user", "content": "hello"}])
+    policy.generate([request] * 4, SamplingParams(seed=10))
+    assert sorted(body["seed"] for body in seen) == [10, 11, 12, 13]
+    seen.clear()
+    policy.generate([request] * 2, SamplingParams())
+    assert all("seed" not in body for body in seen)
