@@ -30,6 +30,8 @@ tasks_app = typer.Typer(help="Synthesize and verify tasks.", no_args_is_help=Tru
 app.add_typer(domains_app, name="domains")
 app.add_typer(envs_app, name="envs")
 app.add_typer(tasks_app, name="tasks")
+heavy_app = typer.Typer(help="Heavy Thinking: K parallel candidates summarized into one answer.", no_args_is_help=True)
+app.add_typer(heavy_app, name="heavy")
 console = Console()
 
 DomainOpt = Annotated[str, typer.Option("--domain", "-d", help="Built-in domain name, a spec YAML path, or 'all'.")]
@@ -242,6 +244,8 @@ def eval_cmd(
     out: Annotated[Path, typer.Option(help="Output folder (results.json, report.html).")] = Path("runs/eval"),
     tasks: Annotated[Optional[Path], typer.Option(help="Evaluate these tasks (JSONL) instead of building a suite.",
                                                   exists=True)] = None,
+    heavy: Annotated[int, typer.Option("--heavy", help="K > 0 also runs self-consistency@K, agentic heavy@K and the "
+                                       "best-of-K oracle, reported beside 'single' (0: off).", min=0)] = 0,
 ) -> None:
     """Run a policy on a task suite, k trials each; report pass@1, pass@k, pass^k per domain (JSON + HTML)."""
     from toolgym.agent.rollout import RolloutConfig
@@ -263,12 +267,21 @@ def eval_cmd(
     runs = []
     with _progress() as progress:
         for mode in modes:
+            if heavy:
+                from toolgym.eval.heavy import evaluate_heavy
+
+                job = progress.add_task(f"eval {mode} + heavy@{heavy}", total=len(task_list) * k * (1 + heavy))
+                runs += evaluate_heavy(pol, task_list, k, heavy, mode, noise_level, rollout=cfg, seed=seed,
+                                       policy_name=policy, concurrency=concurrency,
+                                       suffix="" if mode == "none" else f" noisy:{mode}",
+                                       on_done=lambda _t, job=job: progress.advance(job))
+                continue
             job = progress.add_task(f"eval {mode}", total=len(task_list) * k)
             runs.append(evaluate(pol, task_list, k, mode, noise_level, cfg, seed, policy_name=policy,
                                  concurrency=concurrency, on_done=lambda _t, job=job: progress.advance(job)))
     html = write_report(runs, out, title=f"toolgym eval: {policy} on {suite}",
                         extra={"suite": str(tasks) if tasks else suite, "n": len(task_list), "k": k,
-                               "noise_level": noise_level, "seed": seed})
+                               "noise_level": noise_level, "seed": seed, **({"heavy_k": heavy} if heavy else {})})
     table = Table("run", "domain", "pass@1", f"pass@{k}", f"pass^{k}", "reward", "turns", "tokens")
     for run in runs:
         for dom, m in run.metrics().items():
@@ -345,6 +358,35 @@ def train_cmd(
     summary = train_from_config(cfg, resume=resume)
     console.print(f"{summary.steps} steps, {summary.trained_groups} groups trained, {summary.samples_per_s:.2f} "
                   f"samples/s, trainer idle {summary.trainer_idle_fraction:.0%}; checkpoint -> {cfg.out}/checkpoint")
+
+
+@heavy_app.command("serve")
+def heavy_serve(
+    upstream: Annotated[str, typer.Option(help="Base URL of the OpenAI-compatible upstream (http://HOST:PORT/v1).")],
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    token: Annotated[Optional[str], typer.Option(envvar="TOOLGYM_PROXY_TOKEN",
+                                                 help="Require 'Authorization: Bearer TOKEN' from clients.")] = None,
+    k: Annotated[int, typer.Option("--k", help="Candidates when a heavy request names no K.", min=1)] = 4,
+    rounds: Annotated[int, typer.Option(help="Summary rounds when a heavy request names none.", min=1)] = 1,
+    max_k: Annotated[int, typer.Option(help="Largest K (and K x rounds) a request may ask for.", min=1)] = 16,
+    summary_upstream: Annotated[Optional[str], typer.Option(help="Base URL of the summary model (default: upstream).")]
+    = None,
+    summary_model: Annotated[Optional[str], typer.Option(help="Summary model name (default: the candidate model).")]
+    = None,
+    upstream_api_key: Annotated[Optional[str], typer.Option(envvar="TOOLGYM_UPSTREAM_API_KEY",
+                                                            help="Bearer key sent to the upstream.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for one upstream answer.", min=0.001)] = 120.0,
+) -> None:
+    """OpenAI-compatible proxy: model 'heavy/<m>' or 'heavy@K/<m>' (or body field "heavy") runs Heavy Thinking on
+    upstream model <m>; every other request passes through unchanged."""
+    from toolgym.heavy.server import serve
+
+    console.print(f"heavy proxy on http://{host}:{port}/v1 -> {upstream} (K={k}, rounds={rounds}"
+                  f"{', token required' if token else ''})")
+    serve(upstream, host=host, port=port, token=token, default_k=k, rounds=rounds, max_k=max_k,
+          summary_upstream=summary_upstream, summary_model=summary_model, upstream_api_key=upstream_api_key,
+          timeout=timeout)
 
 
 if __name__ == "__main__":
