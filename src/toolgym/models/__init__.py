@@ -1,0 +1,1 @@
+"""Model-architecture changes retrofitted onto Hugging Face causal LMs."""
