@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from transformers import AutoTokenizer
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from toolgym.agent.toolcall import parse_assistant
 from toolgym.sft.data import sft_example, sft_examples
-from toolgym.sft.trainer import SFTConfig, tokenize_example, train_sft
+from toolgym.sft.trainer import SFTConfig, collate, sft_loss, tokenize_example, train_sft
 
 
 def _tasks(tasks):
@@ -51,3 +52,20 @@ def test_sft_lowers_the_loss(tasks, tiny_dir, tmp_path):
     first, last = metrics[0]["loss"], sum(m["loss"] for m in metrics[-2:]) / 2
     assert last < first * 0.8
     assert (tmp_path / "sft" / "model.safetensors").exists() and (tmp_path / "sft" / "sft_metrics.jsonl").exists()
+
+
+def test_context_loss_weight_adds_the_loss_on_context_tokens(tasks, tiny_dir):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    batch = collate([tokenize_example(tokenizer, ex) for ex in sft_examples(_tasks(tasks)[:3], seed=0)],
+                    tokenizer.pad_token_id)
+    own_labels = batch["labels"]
+    context_labels = torch.where((batch["loss_mask"] == 0) & (batch["attention_mask"] == 1), batch["input_ids"], -100)
+    with torch.no_grad():
+        own = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=own_labels).loss
+        context = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        labels=context_labels).loss
+        only_own, _ = sft_loss(model, batch, 0.0)
+        weighted, assistant = sft_loss(model, batch, 0.25)
+    assert torch.allclose(only_own, own, atol=1e-5) and torch.allclose(assistant, own, atol=1e-5)
+    assert torch.allclose(weighted, own + 0.25 * context, atol=1e-5)

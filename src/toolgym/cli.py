@@ -19,6 +19,7 @@ from toolgym.envs.environment import Environment, EnvironmentRecord
 from toolgym.envs.graph import ToolGraph
 from toolgym.envs.sample import EnvironmentSampler, SamplerConfig
 from toolgym.jsonl import read_jsonl, write_jsonl
+from toolgym.models.zigzag_cli import zigzag_app
 from toolgym.tasks.model import Task
 from toolgym.tasks.synthesize import SynthesisFailed, synthesize_task
 from toolgym.tasks.verify import gold_answer, replay
@@ -30,6 +31,7 @@ tasks_app = typer.Typer(help="Synthesize and verify tasks.", no_args_is_help=Tru
 app.add_typer(domains_app, name="domains")
 app.add_typer(envs_app, name="envs")
 app.add_typer(tasks_app, name="tasks")
+app.add_typer(zigzag_app, name="zigzag")
 heavy_app = typer.Typer(help="Heavy Thinking: K parallel candidates summarized into one answer.", no_args_is_help=True)
 app.add_typer(heavy_app, name="heavy")
 console = Console()
@@ -245,7 +247,8 @@ def eval_cmd(
     tasks: Annotated[Optional[Path], typer.Option(help="Evaluate these tasks (JSONL) instead of building a suite.",
                                                   exists=True)] = None,
     heavy: Annotated[int, typer.Option("--heavy", help="K > 0 also runs self-consistency@K, agentic heavy@K and the "
-                                       "best-of-K oracle, reported beside 'single' (0: off).", min=0)] = 0,
+                                       "best-of-K oracle, reported beside 'single'; the summary may write 2x "
+                                       "--max-new-tokens (0: off).", min=0)] = 0,
 ) -> None:
     """Run a policy on a task suite, k trials each; report pass@1, pass@k, pass^k per domain (JSON + HTML)."""
     from toolgym.agent.rollout import RolloutConfig
@@ -269,9 +272,12 @@ def eval_cmd(
         for mode in modes:
             if heavy:
                 from toolgym.eval.heavy import evaluate_heavy
+                from toolgym.heavy.agentic import AgenticHeavyConfig
 
                 job = progress.add_task(f"eval {mode} + heavy@{heavy}", total=len(task_list) * k * (1 + heavy))
-                runs += evaluate_heavy(pol, task_list, k, heavy, mode, noise_level, rollout=cfg, seed=seed,
+                heavy_cfg = AgenticHeavyConfig(temperature=temperature, seed=seed,
+                                               summary_max_new_tokens=2 * max_new_tokens)
+                runs += evaluate_heavy(pol, task_list, k, heavy, mode, noise_level, heavy_cfg, rollout=cfg, seed=seed,
                                        policy_name=policy, concurrency=concurrency,
                                        suffix="" if mode == "none" else f" noisy:{mode}",
                                        on_done=lambda _t, job=job: progress.advance(job))
@@ -328,6 +334,9 @@ def sft_cmd(
     batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
     max_len: Annotated[int, typer.Option(help="Truncate sequences to this many tokens.")] = 2048,
     save_every: Annotated[int, typer.Option(help="Checkpoint every N steps (0: only at the end).")] = 0,
+    context_loss_weight: Annotated[float, typer.Option(
+        help="Weight of an LM loss on context tokens (tool results, user turns); helps models trained from scratch.",
+        min=0.0)] = 0.0,
     seed: SeedOpt = 0,
 ) -> None:
     """Cold-start SFT on environment-grounded gold trajectories (failed turns masked, planning augmentation)."""
@@ -337,7 +346,8 @@ def sft_cmd(
     examples = list(sft_examples(_tasks_arg(tasks), seed))
     write_jsonl(out / "sft_data.jsonl", examples)
     metrics = train_sft(model, examples, out, SFTConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len,
-                                                        save_every=save_every, seed=seed))
+                                                        save_every=save_every, seed=seed,
+                                                        context_loss_weight=context_loss_weight))
     console.print(f"{len(metrics)} steps, final loss {metrics[-1]['loss']:.3f}; model -> {out}")
 
 

@@ -107,7 +107,7 @@ def tool_messages(env: Any, parsed: ParsedTurn, native: list[dict[str, Any]] | N
     return out
 
 
-def _unwrap(env: Any) -> Environment:
+def unwrap_env(env: Any) -> Environment:
     """The plain Environment under any wrapper (tool noise), for verification."""
     while not isinstance(env, Environment):
         env = env.env
@@ -125,7 +125,7 @@ class _EpisodeRun:
         self.ep, self.client, self.cfg, self.summarizer = ep, client, cfg, summarizer
         self.user = ep.user or RuleUser(ep.task)
         self.tools = ep.env.openai_tools()
-        title = _unwrap(ep.env).domain.spec.title
+        title = unwrap_env(ep.env).domain.spec.title
         self.messages: list[dict[str, Any]] = [
             {"role": "system", "content": cfg.system_prompt.format(title=title)},
             {"role": "user", "content": self.user.opening()},
@@ -208,7 +208,7 @@ class _EpisodeRun:
         traj.messages = self.messages
         traj.segments = self.tracker.segments if self.tracker is not None else []
         traj.final_answer = "\n".join(a for a in self.answers if a)
-        verdict = verify(self.ep.task, _unwrap(self.ep.env), traj.final_answer)
+        verdict = verify(self.ep.task, unwrap_env(self.ep.env), traj.final_answer)
         traj.passed, traj.reward, traj.verdict = verdict.passed, verdict.reward, verdict.explain()
         return traj
 

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from toolgym.agent.rollout import Episode, RolloutConfig, _unwrap, run_episodes
+from toolgym.agent.rollout import Episode, RolloutConfig, unwrap_env, run_episodes
 from toolgym.agent.tokens import TokenTracker
 from toolgym.agent.toolcall import ParsedTurn, parse_assistant, parse_native
 from toolgym.agent.trajectory import TokenSegment, Trajectory, TurnRecord
@@ -251,7 +251,7 @@ def render_candidate(candidate: Candidate, result_chars: int = 200) -> str:
 def task_messages(ep: Episode, rollout: RolloutConfig | None = None) -> list[dict[str, Any]]:
     """The episode's conversation as the agent starts it: the system prompt and the user's request."""
     rollout = rollout or RolloutConfig()
-    title = _unwrap(ep.env).domain.spec.title
+    title = unwrap_env(ep.env).domain.spec.title
     return [{"role": "system", "content": rollout.system_prompt.format(title=title)},
             {"role": "user", "content": ep.task.instruction}]
 
@@ -327,7 +327,7 @@ def commit(ep: Episode, candidates: list[Candidate], decision: Decision, method:
         committed.append(CommittedCall(call=call, result=result.text(), attempts=attempt, candidate=source))
     record = HeavyRecord(method=method, k=len(candidates), decision=decision, committed=committed,
                          candidates=[_candidate_info(c) for c in candidates])
-    verdict = verify(ep.task, _unwrap(ep.env), answer)
+    verdict = verify(ep.task, unwrap_env(ep.env), answer)
     messages = [*prompt, {"role": "assistant", "content": output, "heavy": record.model_dump(mode="json")},
                 *({"role": "tool", "name": c.call.name, "content": c.result} for c in committed)]
     trajectory = Trajectory(

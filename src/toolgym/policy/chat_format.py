@@ -1,8 +1,9 @@
 """The Hermes/Qwen-style chat text format shared by the tiny model, the rollout and SFT data.
 
 A message renders as `<|im_start|>{role}\\n{content}<|im_end|>\\n`. Tools are listed one per line as
-`name(param: type, param?: type) - description` inside `<tools>...</tools>` in the system message (`?` marks an
-optional parameter; an enumerated parameter shows its values as `a|b|c` instead of a type). An assistant tool call
+`name(param, param?)` inside `<tools>...</tools>` in the system message (`?` marks an optional parameter; an
+enumerated parameter shows its values as `param: a|b|c`). Types and descriptions are left out: the tiny model
+learns tools from use, and every listed token is context it pays for on each step. An assistant tool call
 is written in the content as `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (one-line JSON, one per
 call, each on its own line after any text); a tool result renders as
 `<|im_start|>tool\\n<tool_response>{content}</tool_response><|im_end|>\\n`; the generation prompt is
@@ -36,10 +37,10 @@ CHAT_TEMPLATE = """\
 {%- set required = params.get('required') or [] -%}
 {{- f.name ~ '(' }}
 {%- for name, p in (params.get('properties') or {}).items() -%}
-{{- name ~ ('' if name in required else '?') ~ ': ' ~ (p.enum | join('|') if p.enum is defined else p.get('type', 'any')) }}
+{{- name ~ ('' if name in required else '?') ~ (': ' ~ (p.enum | join('|')) if p.enum is defined else '') }}
 {%- if not loop.last %}{{- ', ' }}{% endif -%}
 {%- endfor -%}
-{{- ') - ' ~ (f.get('description') or '') ~ '\\n' }}
+{{- ')\\n' }}
 {%- endfor -%}
 {{- '</tools>' }}
 {%- endmacro -%}
