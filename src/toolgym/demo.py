@@ -6,7 +6,9 @@
 4. cold-start SFT on environment-grounded gold trajectories;
 5. evaluation of the SFT model on held-out tasks, clean and noisy;
 6. asynchronous GSPO (DORA-style: streaming rollouts, staleness-bounded queue);
-7. the same evaluation of the RL model, and one HTML report with the training curve.
+7. the same evaluation of the RL model;
+8. single vs self-consistency@K vs agentic Heavy Thinking@K with the final model, and one HTML report with the
+   training curve.
 Everything lands in runs/demo/.
 """
 
@@ -28,7 +30,9 @@ from toolgym.agent.rollout import RolloutConfig
 from toolgym.domains import builtin_names, load_domain
 from toolgym.envs.sample import EnvironmentSampler
 from toolgym.eval.report import training_curve_png, write_report
+from toolgym.eval.heavy import evaluate_heavy
 from toolgym.eval.runner import evaluate
+from toolgym.heavy.agentic import AgenticHeavyConfig
 from toolgym.jsonl import write_jsonl
 from toolgym.policy.base import SamplingParams
 from toolgym.policy.hf import HFPolicy
@@ -50,22 +54,25 @@ class DemoConfig:
     out: Path = Path("runs/demo")
     seed: int = 0
     envs_per_domain: int = 48
-    train_per_domain: int = 16
-    heldout_per_domain: int = 4
+    train_domains: tuple[str, ...] = ("airline", "bank", "food_delivery")
+    tasks_per_env: int = 6
+    heldout_envs: int = 12
     max_chain: int = 2
-    max_chars: int = 4400
-    vocab_size: int = 2000
+    max_chars: int = 3000
+    vocab_size: int = 4000
     hidden_size: int = 128
     layers: int = 4
     sft_epochs: int = 6
-    sft_batch: int = 16
-    sft_lr: float = 2e-3
-    rl_steps: int = 12
-    rl_lr: float = 2e-5
+    sft_batch: int = 4
+    sft_lr: float = 4e-3
+    sft_context_weight: float = 0.25
+    rl_steps: int = 16
+    rl_lr: float = 5e-5
     rl_max_wait: float = 120.0
     groups_per_step: int = 4
     group_size: int = 4
     eval_k: int = 2
+    heavy_k: int = 4
     max_turns: int = 4
     max_new_tokens: int = 64
 
@@ -73,32 +80,45 @@ class DemoConfig:
 SHORT = SynthesisConfig(target_counts=(1,), target_weights=(1.0,))
 
 
+def _short(tasks: list[Task], cfg: DemoConfig) -> list[Task]:
+    """The tiny model's world: gold chains of at most `max_chain` calls whose rendered episode is short."""
+    return [t for t, text in zip(tasks, corpus_from_tasks(tasks))
+            if len(t.gold_chain) <= cfg.max_chain and len(text) <= cfg.max_chars]
+
+
 def task_sets(cfg: DemoConfig) -> tuple[list[Task], list[Task], Table]:
-    """Per domain: sample environments, synthesize and verify tasks, keep short ones for train and held-out."""
+    """Every domain: sample environments, synthesize one task per environment and verify it (gold replay passes,
+    dropping the last write fails). Training domains: the first `heldout_envs` environments give the held-out tasks,
+    the others `tasks_per_env` training tasks each, so held-out tasks live in environments never trained on."""
     table = Table("domain", "tools", "envs", "tools/env", "tasks", "gold pass", "broken fails")
     train, held = [], []
     for name in builtin_names():
         domain = load_domain(name)
         envs = list(EnvironmentSampler(domain, cfg.seed).sample_many(cfg.envs_per_domain))
-        tasks = []
+        per_env: list[list[Task]] = []
         for i, env in enumerate(envs):
-            try:
-                tasks.append(synthesize_task(env, cfg.seed * 7919 + i, SHORT))
-            except SynthesisFailed:
-                pass
+            n = cfg.tasks_per_env if name in cfg.train_domains and i >= cfg.heldout_envs else 1
+            found: dict[str, Task] = {}
+            for j in range(n):
+                try:
+                    task = synthesize_task(env, (cfg.seed * 7919 + i) * 100 + j, SHORT, task_id=f"{env.id}-t{j}")
+                except SynthesisFailed:
+                    continue
+                found.setdefault(task.instruction, task)
+            per_env.append(list(found.values()))
+        tasks = [t for found in per_env for t in found]
         passed = sum(replay(t, t.gold_chain, gold_answer(t)).passed for t in tasks)
         writing = [t for t in tasks if t.expected_changes]
         broken = sum(not replay(t, drop_last_write(t, domain), gold_answer(t)).passed for t in writing)
         table.add_row(name, str(len(domain.tools)), str(len(envs)),
                       f"{statistics.mean(len(e.tool_names) for e in envs):.1f}", str(len(tasks)),
                       f"{passed}/{len(tasks)}", f"{broken}/{len(writing)}")
-        short = [t for t, text in zip(tasks, corpus_from_tasks(tasks))
-                 if len(t.gold_chain) <= cfg.max_chain and len(text) <= cfg.max_chars]
-        random.Random(cfg.seed).shuffle(short)
-        held.extend(short[:cfg.heldout_per_domain])
-        train.extend(short[cfg.heldout_per_domain:cfg.heldout_per_domain + cfg.train_per_domain])
+        if name in cfg.train_domains:
+            held.extend(_short([t for found in per_env[:cfg.heldout_envs] for t in found], cfg))
+            train.extend(_short([t for found in per_env[cfg.heldout_envs:] for t in found], cfg))
         for env in envs:
             env.close()
+    random.Random(cfg.seed).shuffle(train)
     return train, held, table
 
 
@@ -134,8 +154,9 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
     console.rule("4. cold-start SFT")
     examples = list(sft_examples(train, cfg.seed))
     write_jsonl(out / "sft_data.jsonl", examples)
-    sft_metrics = train_sft(tiny, examples, out / "sft", SFTConfig(epochs=cfg.sft_epochs, lr=cfg.sft_lr,
-                                                                   batch_size=cfg.sft_batch, seed=cfg.seed))
+    sft_metrics = train_sft(tiny, examples, out / "sft", SFTConfig(
+        epochs=cfg.sft_epochs, lr=cfg.sft_lr, batch_size=cfg.sft_batch, warmup_steps=20,
+        context_loss_weight=cfg.sft_context_weight, seed=cfg.seed))
     console.print(f"SFT: {len(sft_metrics)} steps, loss {sft_metrics[0]['loss']:.2f} -> {sft_metrics[-1]['loss']:.2f}")
     lap("sft", t0)
 
@@ -182,14 +203,23 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
         after = evaluate_model(out / "rl" / "model", "rl")
         lap("eval rl", t0)
 
+    t0 = time.perf_counter()
+    console.rule(f"8. single vs self-consistency@{cfg.heavy_k} vs heavy@{cfg.heavy_k}")
+    final = out / "rl" / "model" if summary.steps else out / "sft"
+    heavy = evaluate_heavy(HFPolicy(final), held, 1, cfg.heavy_k, rollout=eval_rollout, seed=cfg.seed,
+                           config=AgenticHeavyConfig(temperature=1.0, summary_max_new_tokens=2 * cfg.max_new_tokens,
+                                                     seed=cfg.seed),
+                           policy_name=str(final), suffix=f" ({'rl' if summary.steps else 'sft'})")
+    lap("heavy", t0)
+
     rows = [json.loads(line) for line in (out / "rl" / "metrics.jsonl").read_text().splitlines()]
     figures = {"training_curve": (training_curve_png(rows), "RL training curve")} if rows else {}
-    html = write_report([*before, *after], out / "report", title="toolgym demo: tiny model, SFT then async GSPO",
+    html = write_report([*before, *after, *heavy], out / "report", title="toolgym demo: tiny model, SFT then async GSPO",
                         extra={"train_tasks": len(train), "heldout_tasks": len(held), "timings_s": timings,
                                "rl_steps": summary.steps, "rl_stopped_reason": summary.stopped_reason},
                         figures=figures)
     result = Table("run", "pass@1", f"pass@{cfg.eval_k}", f"pass^{cfg.eval_k}", "reward", "turns")
-    for r in [*before, *after]:
+    for r in [*before, *after, *heavy]:
         m = r.metrics()["overall"]
         result.add_row(r.name, f"{m.pass_at_1:.3f}", f"{m.pass_at_k:.3f}", f"{m.pass_hat_k:.3f}",
                        f"{m.avg_reward:.3f}", f"{m.avg_turns:.1f}")
