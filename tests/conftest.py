@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from toolgym.domains import builtin_names, load_domain
 from toolgym.envs.sample import EnvironmentSampler
@@ -32,3 +33,14 @@ def tiny_dir(tasks, tmp_path_factory):
     corpus = list(corpus_from_tasks([t for name in sorted(tasks) for t in tasks[name][:4]]))
     return build_tiny_model(corpus, tmp_path_factory.mktemp("tiny"), vocab_size=1000, hidden_size=64, num_layers=2,
                             num_heads=4, max_position_embeddings=8192)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny-model tests: tiny kernels gain nothing from threads, and on a busy
+    machine idle threads stall each op for milliseconds. The previous count is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+

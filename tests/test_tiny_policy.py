@@ -22,14 +22,7 @@ from toolgym.tasks.synthesize import synthesize_task
 
 BUILD = dict(vocab_size=800, hidden_size=64, num_layers=2, num_heads=4, max_position_embeddings=4096)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls gain nothing from intra-op threads, and on a busy machine they spin; restore afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,8 @@ B, W = 4, 12  # sink and local tokens: full attention up to 16 tokens
 ZZ = ZigZagConfig(sink_tokens=B, local_tokens=W, block_size=8)
 VOCAB = 300
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def tiny(arch: str, seed: int = 0) -> torch.nn.Module:
     cls = Qwen2Config if arch == "qwen2" else LlamaConfig
@@ -89,15 +91,6 @@ def dense_reference_model(model: torch.nn.Module, layers: list[int]) -> torch.nn
 
         attn.forward = forward
     return ref
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny kernels gain nothing from intra-op threads, and on a busy machine idle threads stall each op for ms."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", params=["qwen2", "llama"])

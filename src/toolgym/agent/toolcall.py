@@ -37,6 +37,11 @@ def _to_call(payload: Any) -> ToolCall:
     return ToolCall(name=payload["name"], arguments=args)
 
 
+def strip_thinking(text: str) -> str:
+    """The answer without its reasoning: every `<think>...</think>` block (or an unclosed trailing one) removed."""
+    return _THINK.sub("", text).strip()
+
+
 def parse_assistant(text: str) -> ParsedTurn:
     """Split model text into thinking, tool calls (each `<tool_call>` block) and the remaining visible answer."""
     thinking = " ".join(m.group(1).strip() for m in _THINK.finditer(text))

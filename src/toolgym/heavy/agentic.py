@@ -27,11 +27,10 @@ from pydantic import BaseModel, Field
 
 from toolgym.agent.rollout import Episode, RolloutConfig, unwrap_env, run_episodes
 from toolgym.agent.tokens import TokenTracker
-from toolgym.agent.toolcall import ParsedTurn, parse_assistant, parse_native
+from toolgym.agent.toolcall import ParsedTurn, parse_assistant, parse_native, strip_thinking
 from toolgym.agent.trajectory import TokenSegment, Trajectory, TurnRecord
 from toolgym.agent.user import RuleUser, UserReply
 from toolgym.envs.environment import ToolCall, ToolResult
-from toolgym.heavy.thinking import strip_thinking
 from toolgym.noise.tool import FAILURE_KINDS
 from toolgym.policy.base import Completion, GenerationRequest, Policy, SamplingParams
 from toolgym.tasks.verify import verify

@@ -24,15 +24,12 @@ candidates never enter the history.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from toolgym.agent.toolcall import format_tool_call, parse_native
+from toolgym.agent.toolcall import format_tool_call, parse_native, strip_thinking
 from toolgym.policy.base import Completion, GenerationRequest, Policy, SamplingParams
-
-_THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL)
 
 SUMMARY_TEMPLATE = (
     "Below are {k} candidate responses to the conversation above, written independently; some may be wrong or "
@@ -41,11 +38,6 @@ SUMMARY_TEMPLATE = (
     "tool should be called), without mentioning the candidates or this instruction.\n\n{candidates}"
 )
 CANDIDATE_TEMPLATE = "<candidate {i}>\n{text}\n</candidate {i}>"
-
-
-def strip_thinking(text: str) -> str:
-    """The answer without its reasoning: every `<think>...</think>` block (or an unclosed trailing one) removed."""
-    return _THINK.sub("", text).strip()
 
 
 def candidate_text(completion: Completion) -> str:

@@ -48,7 +48,6 @@ class OpenAIPolicy:
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
         """Requests in parallel; with a seed s, request i samples with s + i (the batch convention VLLMPolicy
         follows), so copies of one conversation differ even on a server that honours seeds."""
-        if sampling.seed is None:
-            return list(self.pool.map(lambda r: self._one(r, sampling), requests))
-        seeded = [(r, sampling.model_copy(update={"seed": sampling.seed + i})) for i, r in enumerate(requests)]
-        return list(self.pool.map(lambda pair: self._one(*pair), seeded))
+        per_request = [sampling if sampling.seed is None else sampling.model_copy(update={"seed": sampling.seed + i})
+                       for i in range(len(requests))]
+        return list(self.pool.map(self._one, requests, per_request))
