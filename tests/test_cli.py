@@ -65,3 +65,21 @@ def test_unknown_domain_is_a_clear_error():
     result = runner.invoke(app, ["envs", "sample", "-d", "atlantis", "--n", "1"], env={"COLUMNS": "200"})
     assert result.exit_code != 0
     assert "unknown domain 'atlantis'" in result.output
+
+
+def test_sft_variants_write_renamed_copies_of_each_task(tasks, tiny_dir, tmp_path, one_thread):
+    from toolgym.jsonl import write_jsonl
+    from toolgym.sft.data import SFTExample
+
+    some = [t for name in sorted(tasks) for t in tasks[name][:1]][:3]
+    write_jsonl(tmp_path / "tasks.jsonl", some)
+    result = runner.invoke(app, ["sft", "--model", str(tiny_dir), "--tasks", str(tmp_path / "tasks.jsonl"),
+                                 "--out", str(tmp_path / "sft"), "--epochs", "1", "--batch-size", "4",
+                                 "--variants", "3"])
+    assert result.exit_code == 0, result.output
+    examples = list(read_jsonl(tmp_path / "sft" / "sft_data.jsonl", SFTExample))
+    assert [ex.task_id for ex in examples] == [t.id for t in some for _ in range(3)]
+    assert "3 steps" in result.output
+    bad = runner.invoke(app, ["sft", "--model", str(tiny_dir), "--tasks", str(tmp_path / "tasks.jsonl"),
+                              "--variants", "0"])
+    assert bad.exit_code != 0 and "variants" in bad.output

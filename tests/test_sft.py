@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -69,3 +71,55 @@ def test_context_loss_weight_adds_the_loss_on_context_tokens(tasks, tiny_dir):
         weighted, assistant = sft_loss(model, batch, 0.25)
     assert torch.allclose(only_own, own, atol=1e-5) and torch.allclose(assistant, own, atol=1e-5)
     assert torch.allclose(weighted, own + 0.25 * context, atol=1e-5)
+
+
+def _calls(ex):
+    return [c for m in ex.messages if m["role"] == "assistant" for c in parse_assistant(m["content"]).tool_calls]
+
+
+def test_value_resampling_renames_copied_values_consistently(tasks):
+    resampled = 0
+    for task in _tasks(tasks):
+        plain = sft_example(task, seed=5, fail_p=0.0, plan_p=0.0)
+        fresh = sft_example(task, seed=5, fail_p=0.0, plan_p=0.0, resample=True)
+        assert fresh == sft_example(task, seed=5, fail_p=0.0, plan_p=0.0, resample=True)
+        assert [c.name for c in _calls(fresh)] == [c.name for c in task.gold_chain]
+        for turn, (old, new) in enumerate(zip(_calls(plain), _calls(fresh))):
+            before_old = "\n".join(m["content"] for m in plain.messages[:plain.messages.index(next(
+                m for m in plain.messages if m["role"] == "assistant" and _calls_in(m) == [old]))])
+            before_new = "\n".join(m["content"] for m in fresh.messages[:fresh.messages.index(next(
+                m for m in fresh.messages if m["role"] == "assistant" and _calls_in(m) == [new]))])
+            for key, value in old.arguments.items():
+                text = str(value)
+                if any(ch.isdigit() for ch in text):
+                    resampled += 1
+                    assert new.arguments[key] != value and len(str(new.arguments[key])) == len(text)
+                    assert type(new.arguments[key]) is type(value)
+                    if _appears(text, before_old):
+                        assert _appears(str(new.arguments[key]), before_new)
+                else:
+                    assert new.arguments[key] == value
+    assert resampled > 0
+
+
+def _appears(value, text):
+    return re.search(rf"(?<![\w.]){re.escape(value)}(?![\w]|\.\d)", text) is not None
+
+
+def _calls_in(message):
+    return parse_assistant(message["content"]).tool_calls
+
+
+def test_variants_add_resampled_copies_of_each_task(tasks):
+    some = _tasks(tasks)[:4]
+    examples = list(sft_examples(some, seed=0, variants=3))
+    assert [ex.task_id for ex in examples] == [t.id for t in some for _ in range(3)]
+    renamed = 0
+    for task, group in zip(some, (examples[i:i + 3] for i in range(0, len(examples), 3))):
+        assert group[0].messages[1]["content"] == task.instruction
+        quoted = [str(v) for c in task.gold_chain for v in c.arguments.values()
+                  if any(ch.isdigit() for ch in str(v)) and _appears(str(v), task.instruction)]
+        if quoted:
+            renamed += 1
+            assert len({ex.messages[1]["content"] for ex in group}) == 3
+    assert renamed > 0

@@ -337,13 +337,16 @@ def sft_cmd(
     context_loss_weight: Annotated[float, typer.Option(
         help="Weight of an LM loss on context tokens (tool results, user turns); helps models trained from scratch.",
         min=0.0)] = 0.0,
+    variants: Annotated[int, typer.Option(
+        help="Examples per task: the episode as executed plus N-1 copies whose ids, codes and amounts are renamed "
+             "consistently, so arguments can only be predicted by copying them from the context.", min=1)] = 1,
     seed: SeedOpt = 0,
 ) -> None:
     """Cold-start SFT on environment-grounded gold trajectories (failed turns masked, planning augmentation)."""
     from toolgym.sft.data import sft_examples
     from toolgym.sft.trainer import SFTConfig, train_sft
 
-    examples = list(sft_examples(_tasks_arg(tasks), seed))
+    examples = list(sft_examples(_tasks_arg(tasks), seed, variants=variants))
     write_jsonl(out / "sft_data.jsonl", examples)
     metrics = train_sft(model, examples, out, SFTConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len,
                                                         save_every=save_every, seed=seed,

@@ -4,12 +4,15 @@ format the rollout uses, with turn-level loss masks.
 Two augmentations from the report: (1) failed turns: now and then a deliberately wrong call (malformed JSON or a
 wrong id) is inserted with its real error result, its turn masked out (`train: false`) so the model learns to
 recover without learning the mistake; (2) planning: at some decision points the assistant first lists a few
-candidate tools inside <think>...</think> and names the one it picks.
+candidate tools inside <think>...</think> and names the one it picks. A third, for models trained from scratch:
+value resampling renames the episode's identifiers and figures consistently across every message, so that the
+only way to predict an argument is to copy it from the context rather than to remember it.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -47,8 +50,61 @@ def _plan(call: ToolCall, env: Environment, rng: random.Random) -> str:
     return f"<think>Candidates: {', '.join(options)}. Next step: {call.name}.</think>"
 
 
-def sft_example(task: Task, seed: int, fail_p: float = 0.15, plan_p: float = 0.2) -> SFTExample:
-    """The gold episode of `task` with seeded failure and planning augmentation."""
+def _copied_values(task: Task) -> list[str]:
+    """The values an agent must copy in this episode: call arguments and required facts that contain a digit
+    (identifiers, codes, amounts, ids); plain words such as enum values keep their meaning and are left alone."""
+    values = [str(v) for call in task.gold_chain for v in call.arguments.values()
+              if not isinstance(v, bool) and isinstance(v, int | float | str)]
+    values += task.required_answers
+    return sorted({v for v in values if re.search(r"\d", v)}, key=len, reverse=True)
+
+
+def _fresh_like(value: str, rng: random.Random) -> str:
+    """A random value of the same shape: digits stay digits (no new leading zero, no trailing zero after a decimal
+    point, so a number keeps its printed length), letters stay letters of the same case, everything else is kept."""
+    out = []
+    for i, ch in enumerate(value):
+        if ch.isdigit():
+            leading = i == 0 or not value[i - 1].isdigit()
+            trailing_decimal = i == len(value) - 1 and "." in value
+            out.append(rng.choice("123456789" if leading or trailing_decimal else "0123456789"))
+        elif ch.isupper():
+            out.append(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+        elif ch.islower():
+            out.append(rng.choice("abcdefghijklmnopqrstuvwxyz"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _whole(*values: str) -> re.Pattern[str]:
+    """Whole occurrences of any of `values`: not inside a longer word, number or code."""
+    return re.compile(r"(?<![\w.-])(" + "|".join(map(re.escape, values)) + r")(?![\w]|\.\d)")
+
+
+def resample_values(example: SFTExample, values: Iterable[str], rng: random.Random) -> SFTExample:
+    """`example` with every whole occurrence of each value replaced by a fresh value of the same shape, the same
+    replacement in every message (instruction, calls, tool results, answer), so the episode stays consistent."""
+    text = "\n".join(str(m.get("content") or "") for m in example.messages)
+    mapping: dict[str, str] = {}
+    for value in values:
+        for _ in range(50):
+            new = _fresh_like(value, rng)
+            if not _whole(new).search(text) and new not in mapping.values():
+                mapping[value] = new
+                break
+    if not mapping:
+        return example
+    pattern = _whole(*mapping)
+    messages = [{**m, "content": pattern.sub(lambda g: mapping[g.group(1)], m["content"])}
+                if isinstance(m.get("content"), str) else m for m in example.messages]
+    return example.model_copy(update={"messages": messages})
+
+
+def sft_example(task: Task, seed: int, fail_p: float = 0.15, plan_p: float = 0.2,
+                resample: bool = False) -> SFTExample:
+    """The gold episode of `task` with seeded failure and planning augmentation, and with its copied values
+    renamed when `resample` is set."""
     rng = random.Random(seed)
     env = Environment.from_record(task.env)
     title = env.domain.spec.title
@@ -71,10 +127,15 @@ def sft_example(task: Task, seed: int, fail_p: float = 0.15, plan_p: float = 0.2
     train.append(True)
     tools = env.openai_tools()
     env.close()
-    return SFTExample(task_id=task.id, domain=task.domain, messages=messages, tools=tools, train=train)
+    example = SFTExample(task_id=task.id, domain=task.domain, messages=messages, tools=tools, train=train)
+    return resample_values(example, _copied_values(task), rng) if resample else example
 
 
-def sft_examples(tasks: Iterable[Task], seed: int = 0, **kwargs: Any) -> Iterator[SFTExample]:
+def sft_examples(tasks: Iterable[Task], seed: int = 0, variants: int = 1, **kwargs: Any) -> Iterator[SFTExample]:
+    """`variants` examples per task: the episode as executed, then `variants - 1` copies with resampled values."""
+    if variants < 1:
+        raise ValueError(f"variants must be at least 1, got {variants}")
     rng = random.Random(seed)
     for task in tasks:
-        yield sft_example(task, rng.getrandbits(32), **kwargs)
+        for variant in range(variants):
+            yield sft_example(task, rng.getrandbits(32), resample=variant > 0, **kwargs)
