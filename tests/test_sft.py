@@ -61,7 +61,7 @@ def test_context_loss_weight_adds_the_loss_on_context_tokens(tasks, tiny_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)
     batch = collate([tokenize_example(tokenizer, ex) for ex in sft_examples(_tasks(tasks)[:3], seed=0)],
                     tokenizer.pad_token_id)
-    own_labels = batch["labels"]
+    own_labels = torch.where(batch["loss_mask"] == 1, batch["input_ids"], -100)
     context_labels = torch.where((batch["loss_mask"] == 0) & (batch["attention_mask"] == 1), batch["input_ids"], -100)
     with torch.no_grad():
         own = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=own_labels).loss

@@ -11,17 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from toolgym.agent.rollout import Episode, RolloutConfig
-from toolgym.heavy.agentic import (
-    AgenticHeavyConfig,
-    Candidate,
-    Decision,
-    HeavyOutcome,
-    commit,
-    majority_choice,
-    run_candidates,
-    task_messages,
-)
-from toolgym.policy.base import Policy
+from toolgym.heavy.agentic import Candidate, Decision, HeavyOutcome, commit, majority_choice, task_messages
 
 
 def oracle_choice(candidates: list[Candidate]) -> int:
@@ -51,18 +41,3 @@ def best_of_k(episodes: Sequence[Episode], candidates: list[list[Candidate]],
     """Best-of-K by verifier (oracle upper bound) over given candidates."""
     return _choose(episodes, candidates, oracle_choice, "best-of-k (oracle)", rollout, retries)
 
-
-def run_self_consistency(episodes: Sequence[Episode], policy: Policy, config: AgenticHeavyConfig | None = None,
-                         rollout: RolloutConfig | None = None, concurrency: int = 64) -> list[HeavyOutcome]:
-    """Self-consistency@K end to end: K forked candidates per episode, then the majority vote and its commit."""
-    config = config or AgenticHeavyConfig()
-    candidates = run_candidates(episodes, policy, config, rollout, concurrency)
-    return self_consistency(episodes, candidates, rollout, config.commit_retries)
-
-
-def run_best_of_k(episodes: Sequence[Episode], policy: Policy, config: AgenticHeavyConfig | None = None,
-                  rollout: RolloutConfig | None = None, concurrency: int = 64) -> list[HeavyOutcome]:
-    """Best-of-K (oracle) end to end: K forked candidates per episode, then the first verified one is committed."""
-    config = config or AgenticHeavyConfig()
-    candidates = run_candidates(episodes, policy, config, rollout, concurrency)
-    return best_of_k(episodes, candidates, rollout, config.commit_retries)

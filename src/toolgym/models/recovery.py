@@ -22,7 +22,7 @@ from rich.progress import (
 )
 from torch import nn
 
-from toolgym.sft.trainer import collate
+from toolgym.sft.trainer import collate, sft_loss
 
 
 class RecoveryConfig(BaseModel):
@@ -64,9 +64,8 @@ def distill_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask:
 def recovery_loss(student: nn.Module, batch: dict[str, torch.Tensor], cfg: RecoveryConfig,
                   teacher: nn.Module | None = None) -> torch.Tensor:
     """The configured objective on one collated batch (see toolgym.sft.trainer.collate)."""
-    if cfg.objective == "lm":  # transformers' shifted cross-entropy; collate sets labels -100 on padding
-        return student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       labels=batch["labels"]).loss
+    if cfg.objective == "lm":  # next-token loss on every real (non-padding) token
+        return sft_loss(student, batch, 0.0)[0]
     if teacher is None:
         raise ValueError("objective='distill' needs a teacher model")
     with torch.no_grad():
@@ -138,6 +137,12 @@ def read_documents(path: str | Path) -> list[str]:
     return docs
 
 
+def packed_windows(tokenizer: Any, path: str | Path, max_len: int) -> list[list[int]]:
+    """The documents in `path` (see read_documents), tokenized, each followed by EOS, packed into max_len windows."""
+    docs = [tokenizer.encode(text, add_special_tokens=False) for text in read_documents(path)]
+    return pack_sequences(docs, max_len, tokenizer.eos_token_id)
+
+
 def recover_checkpoint(model_dir: str | Path, data: str | Path, out_dir: str | Path, cfg: RecoveryConfig | None = None,
                        teacher_dir: str | Path | None = None, device: str = "cpu", show_progress: bool = True
                        ) -> list[dict[str, float]]:
@@ -154,8 +159,7 @@ def recover_checkpoint(model_dir: str | Path, data: str | Path, out_dir: str | P
     teacher = None
     if cfg.objective == "distill":
         teacher = AutoModelForCausalLM.from_pretrained(teacher_dir or model_dir).to(device)
-    docs = [tokenizer.encode(text, add_special_tokens=False) for text in read_documents(data)]
-    sequences = pack_sequences(docs, cfg.max_len, tokenizer.eos_token_id)
+    sequences = packed_windows(tokenizer, data, cfg.max_len)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     metrics = recover(student, sequences, cfg, teacher, pad_id, show_progress)
     out = Path(out_dir)

@@ -109,9 +109,15 @@ def set_sparse_layers(model: nn.Module, layers: list[int], rule: SinkWindow) -> 
         model.register_forward_pre_hook(_reject_left_padding, with_kwargs=True)
 
 
+def _sparse_rules(model: nn.Module) -> dict[int, SinkWindow]:
+    """Layer index -> rule, for the layers currently using Zig-Zag sparse attention."""
+    return {i: block.self_attn.__dict__[_RULE_ATTR] for i, block in enumerate(decoder_layers(model))
+            if _RULE_ATTR in block.self_attn.__dict__}
+
+
 def sparse_layers(model: nn.Module) -> list[int]:
     """Indexes of the layers currently using Zig-Zag sparse attention."""
-    return [i for i, block in enumerate(decoder_layers(model)) if _RULE_ATTR in block.self_attn.__dict__]
+    return list(_sparse_rules(model))
 
 
 def interleaved_layers(num_layers: int) -> list[int]:
@@ -130,7 +136,7 @@ def layer_importance(model: nn.Module, input_ids: torch.Tensor, config: ZigZagCo
     start = config.sink_tokens + config.local_tokens
     if input_ids.shape[-1] <= start:
         raise ValueError(f"calibration needs more than sink + local = {start} tokens, got {input_ids.shape[-1]}")
-    before, before_rule = sparse_layers(model), _current_rule(model)
+    before = _sparse_rules(model)
     was_training = model.training
     model.eval()
     try:
@@ -142,15 +148,9 @@ def layer_importance(model: nn.Module, input_ids: torch.Tensor, config: ZigZagCo
             out = torch.log_softmax(model(input_ids=input_ids, use_cache=False).logits[:, start:].float(), -1)
             scores.append(float((ref.exp() * (ref - out)).sum(-1).mean()))
     finally:
-        set_sparse_layers(model, before, before_rule or rule)
+        set_sparse_layers(model, list(before), next(iter(before.values()), rule))
         model.train(was_training)
     return scores
-
-
-def _current_rule(model: nn.Module) -> SinkWindow | None:
-    rules = [getattr(block.self_attn, _RULE_ATTR) for block in decoder_layers(model) if _RULE_ATTR in
-             block.self_attn.__dict__]
-    return rules[0] if rules else None
 
 
 def calibrated_layers(importance: list[float]) -> list[int]:

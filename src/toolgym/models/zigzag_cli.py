@@ -26,11 +26,9 @@ def _calibration_ids(model_dir: Path, calib: Path | None, n_tokens: int, vocab_s
         return torch.randint(0, vocab_size, (1, n_tokens), generator=torch.Generator().manual_seed(seed))
     from transformers import AutoTokenizer
 
-    from toolgym.models.recovery import pack_sequences, read_documents
+    from toolgym.models.recovery import packed_windows
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    docs = [tokenizer.encode(text, add_special_tokens=False) for text in read_documents(calib)]
-    window = pack_sequences(docs, n_tokens, tokenizer.eos_token_id)[:1]
+    window = packed_windows(AutoTokenizer.from_pretrained(model_dir), calib, n_tokens)[:1]
     if not window or len(window[0]) < n_tokens:
         raise typer.BadParameter(f"--calib holds fewer than {n_tokens} tokens")
     return torch.tensor(window)

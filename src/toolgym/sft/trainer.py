@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from toolgym.agent.tokens import TokenTracker
+from toolgym.rl.trainer import token_logprobs
 from toolgym.sft.data import SFTExample
 
 
@@ -56,27 +57,22 @@ def _batches(items: Sequence[tuple[list[int], list[int]]], size: int, rng: rando
 
 
 def collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded input ids, attention mask, labels (-100 everywhere the loss mask is 0) and the loss mask."""
+    """Right-padded input ids, attention mask and loss mask."""
     width = max(len(ids) for ids, _ in batch)
     ids = torch.full((len(batch), width), pad_id)
     attn = torch.zeros((len(batch), width), dtype=torch.long)
-    labels = torch.full((len(batch), width), -100)
     loss_mask = torch.zeros((len(batch), width), dtype=torch.long)
     for row, (tok, mask) in enumerate(batch):
         ids[row, :len(tok)] = torch.tensor(tok)
         attn[row, :len(tok)] = 1
         loss_mask[row, :len(mask)] = torch.tensor(mask)
-        labels[row, :len(tok)] = torch.where(loss_mask[row, :len(tok)] == 1, torch.tensor(tok), -100)
-    return {"input_ids": ids, "attention_mask": attn, "labels": labels, "loss_mask": loss_mask}
+    return {"input_ids": ids, "attention_mask": attn, "loss_mask": loss_mask}
 
 
 def sft_loss(model: Any, batch: dict[str, torch.Tensor], context_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(total loss, assistant-token loss): mean next-token loss on assistant tokens plus `context_weight` times the
     mean loss on the other real (non-padding) tokens."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    targets = batch["input_ids"][:, 1:]
-    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1),
-                                            reduction="none").view_as(targets)
+    nll = -token_logprobs(model, batch["input_ids"], batch["attention_mask"])
     own = batch["loss_mask"][:, 1:].float()
     context = batch["attention_mask"][:, 1:].float() * (1 - own)
     assistant = (nll * own).sum() / own.sum().clamp(min=1)
@@ -121,8 +117,8 @@ def train_sft(model_dir: str | Path, examples: Sequence[SFTExample], out_dir: st
                 opt.step()
                 sched.step()
                 step += 1
-                row = {"step": step, "epoch": epoch, "loss": own_loss.item(), "total_loss": loss.item(), "lr": sched.get_last_lr()[0],
-                       "tokens": sum(len(ids) for ids, _ in batch)}
+                row = {"step": step, "epoch": epoch, "loss": own_loss.item(), "total_loss": loss.item(),
+                       "lr": sched.get_last_lr()[0], "tokens": sum(len(ids) for ids, _ in batch)}
                 metrics.append(row)
                 log.write(json.dumps(row) + "\n")
                 log.flush()
