@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from toolgym.demo_config import DemoConfig
 from toolgym.domains import SpecError, builtin_names, load_domain, load_spec_file
 from toolgym.envs.environment import Environment, EnvironmentRecord
 from toolgym.envs.graph import ToolGraph
@@ -352,6 +353,37 @@ def sft_cmd(
                                                         save_every=save_every, seed=seed,
                                                         context_loss_weight=context_loss_weight))
     console.print(f"{len(metrics)} steps, final loss {metrics[-1]['loss']:.3f}; model -> {out}")
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Annotated[Path, typer.Option(help="Run directory (tasks, models, RL checkpoints, report).")] = DemoConfig.out,
+    seed: SeedOpt = DemoConfig.seed,
+    train_domain: Annotated[Optional[list[str]], typer.Option(
+        help=f"Built-in domain to train and hold out on, repeatable (default: {', '.join(DemoConfig.train_domains)}).")] = None,
+    envs_per_domain: Annotated[int, typer.Option(help="Environments sampled per built-in domain.")] = DemoConfig.envs_per_domain,
+    heldout_envs: Annotated[int, typer.Option(help="Environments per training domain kept for held-out tasks.")] = DemoConfig.heldout_envs,
+    hidden_size: Annotated[int, typer.Option(help="Width of the tiny model trained from scratch.", min=16)] = DemoConfig.hidden_size,
+    layers: Annotated[int, typer.Option(help="Transformer layers of the tiny model.")] = DemoConfig.layers,
+    sft_epochs: Annotated[int, typer.Option(help="Cold-start SFT passes over the gold trajectories.")] = DemoConfig.sft_epochs,
+    rl_steps: Annotated[int, typer.Option(help="Asynchronous GSPO trainer steps.")] = DemoConfig.rl_steps,
+    rl_max_wait: Annotated[float, typer.Option(
+        help="Stop RL when no trainable group (rewards not all equal) arrives for this many seconds.", min=1.0)] = DemoConfig.rl_max_wait,
+    heavy_k: Annotated[int, typer.Option(help="Parallel trajectories for self-consistency and Heavy Thinking.")] = DemoConfig.heavy_k,
+) -> None:
+    """The end-to-end demo `make demo` runs: environments, tasks, tiny model, SFT, async GSPO, evaluation, report.
+
+    The defaults fit 15 minutes on 2 CPU cores; raise the model size, SFT epochs or RL steps when you have longer."""
+    from toolgym.demo import main
+
+    chosen = {"train_domains": tuple(train_domain)} if train_domain else {}
+    try:
+        cfg = DemoConfig(out=out, seed=seed, envs_per_domain=envs_per_domain, heldout_envs=heldout_envs,
+                         hidden_size=hidden_size, layers=layers, sft_epochs=sft_epochs, rl_steps=rl_steps,
+                         rl_max_wait=rl_max_wait, heavy_k=heavy_k, **chosen)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    main(cfg)
 
 
 @app.command("train")

@@ -18,7 +18,6 @@ import json
 import random
 import statistics
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ from rich.table import Table
 from transformers import AutoTokenizer
 
 from toolgym.agent.rollout import RolloutConfig
+from toolgym.demo_config import DemoConfig
 from toolgym.domains import builtin_names, load_domain
 from toolgym.envs.sample import EnvironmentSampler
 from toolgym.eval.report import training_curve_png, write_report
@@ -47,34 +47,6 @@ from toolgym.tasks.model import Task
 from toolgym.tasks.perturb import drop_last_write
 from toolgym.tasks.synthesize import SynthesisConfig, SynthesisFailed, synthesize_task
 from toolgym.tasks.verify import gold_answer, replay
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    out: Path = Path("runs/demo")
-    seed: int = 0
-    envs_per_domain: int = 48
-    train_domains: tuple[str, ...] = ("airline", "bank", "food_delivery")
-    tasks_per_env: int = 6
-    heldout_envs: int = 12
-    max_chain: int = 2
-    max_chars: int = 3000
-    vocab_size: int = 4000
-    hidden_size: int = 128
-    layers: int = 4
-    sft_epochs: int = 6
-    sft_batch: int = 4
-    sft_lr: float = 4e-3
-    sft_context_weight: float = 0.25
-    rl_steps: int = 16
-    rl_lr: float = 5e-5
-    rl_max_wait: float = 120.0
-    groups_per_step: int = 4
-    group_size: int = 4
-    eval_k: int = 2
-    heavy_k: int = 4
-    max_turns: int = 4
-    max_new_tokens: int = 64
 
 
 SHORT = SynthesisConfig(target_counts=(1,), target_weights=(1.0,))
