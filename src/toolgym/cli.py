@@ -341,17 +341,21 @@ def sft_cmd(
     variants: Annotated[int, typer.Option(
         help="Examples per task: the episode as executed plus N-1 copies whose ids, codes and amounts are renamed "
              "consistently, so arguments can only be predicted by copying them from the context.", min=1)] = 1,
+    device: Annotated[str, typer.Option(help="Torch device to train on: cpu, cuda, cuda:N or mps.")] = "cpu",
     seed: SeedOpt = 0,
 ) -> None:
     """Cold-start SFT on environment-grounded gold trajectories (failed turns masked, planning augmentation)."""
     from toolgym.sft.data import sft_examples
     from toolgym.sft.trainer import SFTConfig, train_sft
 
+    try:
+        cfg = SFTConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len, save_every=save_every, seed=seed,
+                        context_loss_weight=context_loss_weight, device=device)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     examples = list(sft_examples(_tasks_arg(tasks), seed, variants=variants))
     write_jsonl(out / "sft_data.jsonl", examples)
-    metrics = train_sft(model, examples, out, SFTConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len,
-                                                        save_every=save_every, seed=seed,
-                                                        context_loss_weight=context_loss_weight))
+    metrics = train_sft(model, examples, out, cfg)
     console.print(f"{len(metrics)} steps, final loss {metrics[-1]['loss']:.3f}; model -> {out}")
 
 
@@ -370,6 +374,8 @@ def demo_cmd(
     rl_max_wait: Annotated[float, typer.Option(
         help="Stop RL when no trainable group (rewards not all equal) arrives for this many seconds.", min=1.0)] = DemoConfig.rl_max_wait,
     heavy_k: Annotated[int, typer.Option(help="Parallel trajectories for self-consistency and Heavy Thinking.")] = DemoConfig.heavy_k,
+    device: Annotated[str, typer.Option(
+        help="Torch device for training and rollouts: cpu, cuda, cuda:N or mps.")] = DemoConfig.device,
 ) -> None:
     """The end-to-end demo `make demo` runs: environments, tasks, tiny model, SFT, async GSPO, evaluation, report.
 
@@ -380,7 +386,7 @@ def demo_cmd(
     try:
         cfg = DemoConfig(out=out, seed=seed, envs_per_domain=envs_per_domain, heldout_envs=heldout_envs,
                          hidden_size=hidden_size, layers=layers, sft_epochs=sft_epochs, rl_steps=rl_steps,
-                         rl_max_wait=rl_max_wait, heavy_k=heavy_k, **chosen)
+                         rl_max_wait=rl_max_wait, heavy_k=heavy_k, device=device, **chosen)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     main(cfg)

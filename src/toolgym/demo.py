@@ -128,7 +128,7 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
     write_jsonl(out / "sft_data.jsonl", examples)
     sft_metrics = train_sft(tiny, examples, out / "sft", SFTConfig(
         epochs=cfg.sft_epochs, lr=cfg.sft_lr, batch_size=cfg.sft_batch, warmup_steps=20,
-        context_loss_weight=cfg.sft_context_weight, seed=cfg.seed))
+        context_loss_weight=cfg.sft_context_weight, seed=cfg.seed, device=cfg.device))
     console.print(f"SFT: {len(sft_metrics)} steps, loss {sft_metrics[0]['loss']:.2f} -> {sft_metrics[-1]['loss']:.2f}")
     lap("sft", t0)
 
@@ -139,7 +139,7 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
                                                                          seed=cfg.seed)})
 
     def evaluate_model(path: Path, tag: str) -> list:
-        policy = HFPolicy(path)
+        policy = HFPolicy(path, device=cfg.device)
         return [evaluate(policy, held, cfg.eval_k, mode, 0.5, eval_rollout, cfg.seed, name=f"{tag}:{label}",
                          policy_name=str(path)) for mode, label in (("none", "clean"), ("all", "noisy"))]
 
@@ -155,9 +155,9 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
                       max_wait_seconds=cfg.rl_max_wait,
                       manager=ManagerConfig(group_size=cfg.group_size, inflight_groups=2 * cfg.groups_per_step,
                                             seed=cfg.seed),
-                      trainer=TrainerConfig(lr=cfg.rl_lr), rollout=rollout, seed=cfg.seed)
+                      trainer=TrainerConfig(lr=cfg.rl_lr, device=cfg.device), rollout=rollout, seed=cfg.seed)
     trainer = Trainer(rl_cfg.model, rl_cfg.trainer)
-    run = TrainingRun(rl_cfg, train, HFPolicy(rl_cfg.model), trainer)
+    run = TrainingRun(rl_cfg, train, HFPolicy(rl_cfg.model, device=cfg.device), trainer)
     trainer.publish = run.policy.set_weights
     summary = run.run()
     trainer.model.save_pretrained(out / "rl" / "model")
@@ -178,7 +178,7 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
     t0 = time.perf_counter()
     console.rule(f"8. single vs self-consistency@{cfg.heavy_k} vs heavy@{cfg.heavy_k}")
     final = out / "rl" / "model" if summary.steps else out / "sft"
-    heavy = evaluate_heavy(HFPolicy(final), held, 1, cfg.heavy_k, rollout=eval_rollout, seed=cfg.seed,
+    heavy = evaluate_heavy(HFPolicy(final, device=cfg.device), held, 1, cfg.heavy_k, rollout=eval_rollout, seed=cfg.seed,
                            config=AgenticHeavyConfig(temperature=1.0, summary_max_new_tokens=2 * cfg.max_new_tokens,
                                                      seed=cfg.seed),
                            policy_name=str(final), suffix=f" ({'rl' if summary.steps else 'sft'})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolgym.device import checked_device
 from toolgym.domains import builtin_names
 
 
@@ -34,6 +35,7 @@ class DemoConfig:
     heavy_k: int = 4
     max_turns: int = 4
     max_new_tokens: int = 64
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         """Reject a configuration the pipeline cannot run before any minute is spent on it."""
@@ -49,5 +51,6 @@ class DemoConfig:
         below = [f"{name}={getattr(self, name)}" for name in counts if getattr(self, name) < 1]
         if below:
             raise ValueError(f"must be at least 1: {', '.join(below)}")
+        checked_device(self.device)
         if self.group_size < 2:
             raise ValueError(f"group_size must be at least 2 (GSPO compares rollouts of one task); got {self.group_size}")

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from toolgym.agent.rollout import RolloutConfig
+from toolgym.device import Device
 from toolgym.rl.manager import ManagerConfig
 
 
@@ -23,6 +24,8 @@ class TrainerConfig(BaseModel):
     micro_batch: int = 8
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
+    device: Device = "cpu"
+    """Torch device of the trained model; published weights keep the device, the policy copies them to its own."""
 
 
 class NoiseSettings(BaseModel):

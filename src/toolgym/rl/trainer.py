@@ -49,7 +49,7 @@ class Trainer:
         self.cfg = cfg or TrainerConfig()
         if self.cfg.algorithm not in LOSSES:
             raise ValueError(f"unknown algorithm '{self.cfg.algorithm}'; choose from {sorted(LOSSES)}")
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir).to(self.cfg.device)
         self.model.train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.publish = publish
@@ -66,7 +66,8 @@ class Trainer:
             n = len(tok)
             ids[i, :n], attn[i, :n] = torch.tensor(tok), 1
             mask[i, :n], old[i, :n] = torch.tensor(m, dtype=torch.float32), torch.tensor(lp, dtype=torch.float32)
-        adv = torch.tensor([r[3] for r in rows])
+        ids, attn, mask, old = (t.to(self.cfg.device) for t in (ids, attn, mask, old))
+        adv = torch.tensor([r[3] for r in rows], device=self.cfg.device)
         new = token_logprobs(self.model, ids, attn)
         kwargs = ({"eps_low": self.cfg.eps_low, "eps_high": self.cfg.eps_high} if self.cfg.algorithm == "gspo"
                   else {"eps": self.cfg.grpo_eps})
@@ -101,7 +102,7 @@ class Trainer:
         torch.save({"opt": self.opt.state_dict(), "version": self.version}, path / "trainer.pt")
 
     def load(self, path: Path) -> None:
-        state = torch.load(path / "trainer.pt", weights_only=False)
+        state = torch.load(path / "trainer.pt", weights_only=False, map_location=self.cfg.device)
         self.model.load_state_dict(AutoModelForCausalLM.from_pretrained(path).state_dict())
         self.opt.load_state_dict(state["opt"])
         self.version = state["version"]

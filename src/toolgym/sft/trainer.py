@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from toolgym.agent.tokens import TokenTracker
+from toolgym.device import Device
 from toolgym.rl.trainer import token_logprobs
 from toolgym.sft.data import SFTExample
 
@@ -29,6 +30,8 @@ class SFTConfig(BaseModel):
     warmup_steps: int = 10
     save_every: int = 0
     seed: int = 0
+    device: Device = "cpu"
+    """Torch device the model trains on (cpu, cuda, cuda:N, mps); the saved checkpoint is the same either way."""
     context_loss_weight: float = 0.0
     """Weight of a language-model loss on the context tokens (system, user, tool results): a model trained from
     scratch learns to read and copy from its context far sooner with it; 0 trains on assistant tokens only."""
@@ -91,7 +94,7 @@ def train_sft(model_dir: str | Path, examples: Sequence[SFTExample], out_dir: st
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to(cfg.device)
     model.train()
     data = [tokenize_example(tokenizer, ex) for ex in examples]
     data = [(ids[:cfg.max_len], mask[:cfg.max_len]) for ids, mask in data if any(mask[:cfg.max_len])]
@@ -110,7 +113,8 @@ def train_sft(model_dir: str | Path, examples: Sequence[SFTExample], out_dir: st
         job = progress.add_task("sft", total=steps, loss="")
         for epoch in range(cfg.epochs):
             for batch in _batches(data, cfg.batch_size, rng):
-                loss, own_loss = sft_loss(model, collate(batch, tokenizer.pad_token_id), cfg.context_loss_weight)
+                tensors = {k: v.to(cfg.device) for k, v in collate(batch, tokenizer.pad_token_id).items()}
+                loss, own_loss = sft_loss(model, tensors, cfg.context_loss_weight)
                 opt.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
