@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -24,6 +25,7 @@ from toolgym.models.zigzag_cli import zigzag_app
 from toolgym.tasks.model import Task
 from toolgym.tasks.synthesize import SynthesisFailed, synthesize_task
 from toolgym.tasks.verify import gold_answer, replay
+from toolgym.validation import problems
 
 app = typer.Typer(help="toolgym: verifiable tool-use environments, agent rollouts and async RL.", no_args_is_help=True)
 domains_app = typer.Typer(help="Inspect and compile domain specs.", no_args_is_help=True)
@@ -36,6 +38,8 @@ app.add_typer(zigzag_app, name="zigzag")
 heavy_app = typer.Typer(help="Heavy Thinking: K parallel candidates summarized into one answer.", no_args_is_help=True)
 app.add_typer(heavy_app, name="heavy")
 console = Console()
+DEMO = DemoConfig()
+"""The demo's defaults, shown by `toolgym demo --help`."""
 
 DomainOpt = Annotated[str, typer.Option("--domain", "-d", help="Built-in domain name, a spec YAML path, or 'all'.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Sampling seed: the same seed gives the same output.")]
@@ -351,8 +355,8 @@ def sft_cmd(
     try:
         cfg = SFTConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len, save_every=save_every, seed=seed,
                         context_loss_weight=context_loss_weight, device=device)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    except ValidationError as exc:
+        raise typer.BadParameter("; ".join(problems(exc, "config"))) from None
     examples = list(sft_examples(_tasks_arg(tasks), seed, variants=variants))
     write_jsonl(out / "sft_data.jsonl", examples)
     metrics = train_sft(model, examples, out, cfg)
@@ -361,21 +365,21 @@ def sft_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    out: Annotated[Path, typer.Option(help="Run directory (tasks, models, RL checkpoints, report).")] = DemoConfig.out,
-    seed: SeedOpt = DemoConfig.seed,
+    out: Annotated[Path, typer.Option(help="Run directory (tasks, models, RL checkpoints, report).")] = DEMO.out,
+    seed: SeedOpt = DEMO.seed,
     train_domain: Annotated[Optional[list[str]], typer.Option(
-        help=f"Built-in domain to train and hold out on, repeatable (default: {', '.join(DemoConfig.train_domains)}).")] = None,
-    envs_per_domain: Annotated[int, typer.Option(help="Environments sampled per built-in domain.")] = DemoConfig.envs_per_domain,
-    heldout_envs: Annotated[int, typer.Option(help="Environments per training domain kept for held-out tasks.")] = DemoConfig.heldout_envs,
-    hidden_size: Annotated[int, typer.Option(help="Width of the tiny model trained from scratch.", min=16)] = DemoConfig.hidden_size,
-    layers: Annotated[int, typer.Option(help="Transformer layers of the tiny model.")] = DemoConfig.layers,
-    sft_epochs: Annotated[int, typer.Option(help="Cold-start SFT passes over the gold trajectories.")] = DemoConfig.sft_epochs,
-    rl_steps: Annotated[int, typer.Option(help="Asynchronous GSPO trainer steps.")] = DemoConfig.rl_steps,
+        help=f"Built-in domain to train and hold out on, repeatable (default: {', '.join(DEMO.train_domains)}).")] = None,
+    envs_per_domain: Annotated[int, typer.Option(help="Environments sampled per built-in domain.")] = DEMO.envs_per_domain,
+    heldout_envs: Annotated[int, typer.Option(help="Environments per training domain kept for held-out tasks.")] = DEMO.heldout_envs,
+    hidden_size: Annotated[int, typer.Option(help="Width of the tiny model trained from scratch.", min=16)] = DEMO.hidden_size,
+    layers: Annotated[int, typer.Option(help="Transformer layers of the tiny model.")] = DEMO.layers,
+    sft_epochs: Annotated[int, typer.Option(help="Cold-start SFT passes over the gold trajectories.")] = DEMO.sft_epochs,
+    rl_steps: Annotated[int, typer.Option(help="Asynchronous GSPO trainer steps.")] = DEMO.rl_steps,
     rl_max_wait: Annotated[float, typer.Option(
-        help="Stop RL when no trainable group (rewards not all equal) arrives for this many seconds.", min=1.0)] = DemoConfig.rl_max_wait,
-    heavy_k: Annotated[int, typer.Option(help="Parallel trajectories for self-consistency and Heavy Thinking.")] = DemoConfig.heavy_k,
+        help="Stop RL when no trainable group (rewards not all equal) arrives for this many seconds.", min=1.0)] = DEMO.rl_max_wait,
+    heavy_k: Annotated[int, typer.Option(help="Parallel trajectories for self-consistency and Heavy Thinking.")] = DEMO.heavy_k,
     device: Annotated[str, typer.Option(
-        help="Torch device for training and rollouts: cpu, cuda, cuda:N or mps.")] = DemoConfig.device,
+        help="Torch device for training and rollouts: cpu, cuda, cuda:N or mps.")] = DEMO.device,
 ) -> None:
     """The end-to-end demo `make demo` runs: environments, tasks, tiny model, SFT, async GSPO, evaluation, report.
 
@@ -387,8 +391,8 @@ def demo_cmd(
         cfg = DemoConfig(out=out, seed=seed, envs_per_domain=envs_per_domain, heldout_envs=heldout_envs,
                          hidden_size=hidden_size, layers=layers, sft_epochs=sft_epochs, rl_steps=rl_steps,
                          rl_max_wait=rl_max_wait, heavy_k=heavy_k, device=device, **chosen)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
+    except ValidationError as exc:
+        raise typer.BadParameter("; ".join(problems(exc, "config"))) from None
     main(cfg)
 
 

@@ -2,55 +2,58 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from toolgym.device import checked_device
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from toolgym.device import Device
 from toolgym.domains import builtin_names
 
 
-@dataclass(frozen=True)
-class DemoConfig:
+class DemoConfig(BaseModel):
+    """Every setting of `make demo`; a configuration the pipeline cannot run is rejected before any work starts."""
+
+    model_config = ConfigDict(frozen=True)
+
     out: Path = Path("runs/demo")
     seed: int = 0
     envs_per_domain: int = 48
-    train_domains: tuple[str, ...] = ("airline", "bank", "food_delivery")
-    tasks_per_env: int = 6
+    train_domains: tuple[str, ...] = Field(("airline", "bank", "food_delivery"), min_length=1)
+    tasks_per_env: int = Field(6, ge=1)
     heldout_envs: int = 12
     max_chain: int = 2
     max_chars: int = 3000
     vocab_size: int = 4000
     hidden_size: int = 128
-    layers: int = 4
-    sft_epochs: int = 6
-    sft_batch: int = 4
+    layers: int = Field(4, ge=1)
+    sft_epochs: int = Field(6, ge=1)
+    sft_batch: int = Field(4, ge=1)
     sft_lr: float = 4e-3
     sft_context_weight: float = 0.25
-    rl_steps: int = 16
+    rl_steps: int = Field(16, ge=1)
     rl_lr: float = 5e-5
     rl_max_wait: float = 120.0
-    groups_per_step: int = 4
-    group_size: int = 4
-    eval_k: int = 2
-    heavy_k: int = 4
-    max_turns: int = 4
-    max_new_tokens: int = 64
-    device: str = "cpu"
+    groups_per_step: int = Field(4, ge=1)
+    group_size: int = Field(4, ge=2)
+    """Rollouts per task: GSPO's advantage compares rollouts of one task, so a group needs at least two."""
+    eval_k: int = Field(2, ge=1)
+    heavy_k: int = Field(4, ge=1)
+    max_turns: int = Field(4, ge=1)
+    max_new_tokens: int = Field(64, ge=1)
+    device: Device = "cpu"
 
-    def __post_init__(self) -> None:
-        """Reject a configuration the pipeline cannot run before any minute is spent on it."""
-        unknown = sorted(set(self.train_domains) - set(builtin_names()))
-        if not self.train_domains or unknown:
+    @field_validator("train_domains")
+    @classmethod
+    def _builtin(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(names) - set(builtin_names()))
+        if unknown:
             raise ValueError(f"train_domains must name built-in domains ({', '.join(builtin_names())}); "
-                             f"got {', '.join(unknown) or 'none'}")
+                             f"got {', '.join(unknown)}")
+        return names
+
+    @model_validator(mode="after")
+    def _both_splits(self) -> DemoConfig:
         if not 0 < self.heldout_envs < self.envs_per_domain:
             raise ValueError(f"heldout_envs must be at least 1 and below envs_per_domain ({self.envs_per_domain}) so "
                              f"both held-out and training environments exist; got {self.heldout_envs}")
-        counts = ("tasks_per_env", "layers", "sft_epochs", "sft_batch", "rl_steps", "groups_per_step", "eval_k",
-                  "heavy_k", "max_turns", "max_new_tokens")
-        below = [f"{name}={getattr(self, name)}" for name in counts if getattr(self, name) < 1]
-        if below:
-            raise ValueError(f"must be at least 1: {', '.join(below)}")
-        checked_device(self.device)
-        if self.group_size < 2:
-            raise ValueError(f"group_size must be at least 2 (GSPO compares rollouts of one task); got {self.group_size}")
+        return self

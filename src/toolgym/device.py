@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import torch
 from pydantic import AfterValidator
 
 
 def checked_device(name: str) -> str:
-    """`name` if torch can place tensors there on this machine; ValueError saying why not otherwise."""
+    """`name` if torch can place tensors there on this machine; ValueError saying why not otherwise.
+
+    torch is imported here, not at module level, so configs that carry a device keep `toolgym --help` light."""
+    import torch
+
     try:
         device = torch.device(name)
     except RuntimeError as exc:

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from toolgym.domains.database import decode_row
 from toolgym.domains.model import PAGE_LIMIT, Domain, Tool
 from toolgym.domains.spec import Condition
+from toolgym.validation import problems
 
 
 class ToolError(Exception):
@@ -224,8 +225,7 @@ def validate_args(tool: Tool, args: Any) -> dict[str, Any]:
     try:
         return tool.args_model.model_validate(args).model_dump()
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
-        raise ToolError(f"invalid arguments for {tool.name}: {problems}") from None
+        raise ToolError(f"invalid arguments for {tool.name}: {'; '.join(problems(exc, 'arguments'))}") from None
 
 
 def execute(conn: sqlite3.Connection, domain: Domain, tool: Tool, args: Any, now: str) -> Any:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError
 from toolgym.agent.rollout import RolloutConfig
 from toolgym.device import Device
 from toolgym.rl.manager import ManagerConfig
+from toolgym.validation import problems
 
 
 class TrainerConfig(BaseModel):
@@ -65,5 +66,5 @@ class RLConfig(BaseModel):
         try:
             return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
         except ValidationError as exc:
-            problems = "\n".join(f"  - {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ValueError(f"{path}: invalid training config\n{problems}") from None
+            listed = "\n".join(f"  - {problem}" for problem in problems(exc))
+            raise ValueError(f"{path}: invalid training config\n{listed}") from None
