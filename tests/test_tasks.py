@@ -12,7 +12,7 @@ from toolgym.envs.environment import Environment, ToolCall
 from toolgym.jsonl import read_jsonl, write_jsonl
 from toolgym.tasks.model import Task
 from toolgym.tasks.perturb import drop_last_write, shift_write_id
-from toolgym.tasks.synthesize import synthesize_task
+from toolgym.tasks.synthesize import SynthesisConfig, SynthesisFailed, synthesize_task
 from toolgym.tasks.verify import fact_in_answer, gold_answer, replay, verify
 
 from conftest import DOMAINS
@@ -102,6 +102,24 @@ def test_synthesis_is_deterministic(sampled):
     assert synthesize_task(env, 5) == synthesize_task(env, 5)
     assert synthesize_task(env, 5).gold_chain != synthesize_task(env, 6).gold_chain or \
         synthesize_task(env, 5).instruction != synthesize_task(env, 6).instruction
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_chain_limit_bounds_every_target_and_tasks_still_verify(sampled, limit):
+    config = SynthesisConfig(target_counts=(2,), target_weights=(1.0,), max_calls_per_target=limit)
+    made = []
+    for name in ("airline", "bank"):
+        for i, env in enumerate(sampled[name]):
+            try:
+                made.append(synthesize_task(env, 300 + i, config))
+            except SynthesisFailed:
+                continue
+    assert made
+    for task in made:
+        assert len(task.gold_chain) <= limit * task.difficulty.n_targets
+        assert replay(task, task.gold_chain, gold_answer(task)).passed
+    unlimited = [synthesize_task(env, 300 + i) for i, env in enumerate(sampled["airline"])]
+    assert max(len(t.gold_chain) for t in unlimited) > limit
 
 
 def test_instructions_describe_rows_without_internal_ids(tasks):

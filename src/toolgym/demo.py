@@ -49,20 +49,18 @@ from toolgym.tasks.synthesize import SynthesisConfig, SynthesisFailed, synthesiz
 from toolgym.tasks.verify import gold_answer, replay
 
 
-SHORT = SynthesisConfig(target_counts=(1,), target_weights=(1.0,))
-
-
 def _short(tasks: list[Task], cfg: DemoConfig) -> list[Task]:
-    """The tiny model's world: gold chains of at most `max_chain` calls whose rendered episode is short."""
-    return [t for t, text in zip(tasks, corpus_from_tasks(tasks))
-            if len(t.gold_chain) <= cfg.max_chain and len(text) <= cfg.max_chars]
+    """The tiny model's world: tasks whose rendered gold episode is at most `max_chars` long."""
+    return [t for t, text in zip(tasks, corpus_from_tasks(tasks)) if len(text) <= cfg.max_chars]
 
 
 def task_sets(cfg: DemoConfig) -> tuple[list[Task], list[Task], Table]:
-    """Every domain: sample environments, synthesize one task per environment and verify it (gold replay passes,
-    dropping the last write fails). Training domains: the first `heldout_envs` environments give the held-out tasks,
-    the others `tasks_per_env` training tasks each, so held-out tasks live in environments never trained on."""
+    """Every domain: sample environments, synthesize one task per environment (one target, a chain of at most
+    `max_chain` calls) and verify it (gold replay passes, dropping the last write fails). Training domains: the first
+    `heldout_envs` environments give the held-out tasks, the others `tasks_per_env` training tasks each, so held-out
+    tasks live in environments never trained on."""
     table = Table("domain", "tools", "envs", "tools/env", "tasks", "gold pass", "broken fails")
+    synthesis = SynthesisConfig(target_counts=(1,), target_weights=(1.0,), max_calls_per_target=cfg.max_chain)
     train, held = [], []
     for name in builtin_names():
         domain = load_domain(name)
@@ -73,7 +71,7 @@ def task_sets(cfg: DemoConfig) -> tuple[list[Task], list[Task], Table]:
             found: dict[str, Task] = {}
             for j in range(n):
                 try:
-                    task = synthesize_task(env, (cfg.seed * 7919 + i) * 100 + j, SHORT, task_id=f"{env.id}-t{j}")
+                    task = synthesize_task(env, (cfg.seed * 7919 + i) * 100 + j, synthesis, task_id=f"{env.id}-t{j}")
                 except SynthesisFailed:
                     continue
                 found.setdefault(task.instruction, task)

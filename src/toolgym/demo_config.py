@@ -21,7 +21,7 @@ class DemoConfig(BaseModel):
     train_domains: tuple[str, ...] = Field(("airline", "bank", "food_delivery"), min_length=1)
     tasks_per_env: int = Field(6, ge=1)
     heldout_envs: int = 12
-    max_chain: int = 2
+    max_chain: int = Field(2, ge=1)
     max_chars: int = 3000
     vocab_size: int = 4000
     hidden_size: int = 128

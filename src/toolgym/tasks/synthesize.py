@@ -25,6 +25,9 @@ class SynthesisConfig:
     target_weights: tuple[float, ...] = (0.6, 0.3, 0.1)
     attempts: int = 60
     ask_return_p: float = 0.5
+    max_calls_per_target: int | None = None
+    """Longest chain (the target and the lookups it depends on) a target may need; None for no limit. The
+    capability axis of a curriculum: short chains first, without paying to synthesize tasks only to discard them."""
 
 
 class SynthesisFailed(RuntimeError):
@@ -85,8 +88,9 @@ def synthesize_task(env: Environment, seed: int, config: SynthesisConfig | None 
     rng = random.Random(seed)
     domain = env.domain
     graph = ToolGraph(domain, env.tool_names)
+    limit = config.max_calls_per_target or UNREACHABLE
     targets = [t for t in env.tool_names
-               if graph.depth[t] < UNREACHABLE and domain.tools[t].kind in TARGET_KINDS
+               if graph.depth[t] < min(UNREACHABLE, limit) and domain.tools[t].kind in TARGET_KINDS
                and (domain.tools[t].writes or graph.depth[t] > 0)]
     if not targets:
         raise SynthesisFailed(f"environment {env.id} has no tool to build a task on")
@@ -103,9 +107,11 @@ def synthesize_task(env: Environment, seed: int, config: SynthesisConfig | None 
         fresh = [(t, w) for t, w in zip(targets, weights) if t not in used]
         if not fresh:
             break
-        before = work.snapshot()
+        before = work.snapshot() if segments else initial
         for _ in range(config.attempts):
             plan = plan_chain(graph, rng.choices([t for t, _ in fresh], weights=[w for _, w in fresh])[0], rng)
+            if len(plan.steps) > limit:
+                continue
             trial = work.fork()
             try:
                 steps = ChainExecutor(domain, trial.call_or_raise, trial.random_row, rng, memory).run(plan)
