@@ -37,6 +37,7 @@ def _traj(task_id: str, domain: str, trial: int, passed: bool, turns: int = 2, t
     """A synthetic episode with the given number of turns, tokens and tool calls."""
     return Trajectory(
         task_id=task_id, domain=domain, trial=trial, passed=passed, reward=1.0 if passed else 0.0,
+        progress=1.0 if passed else 0.25,
         turns=[TurnRecord(index=i, version=0, n_tokens=1, finish_reason="stop") for i in range(turns)],
         segments=[TokenSegment(token_ids=list(range(tokens)), loss_mask=[1] * tokens)],
         n_tool_calls=calls, messages=messages or [{"role": "user", "content": f"do {task_id}"}], **kw,
@@ -87,6 +88,7 @@ def test_eval_run_groups_by_task_and_domain():
     assert overall.pass_at_k == pytest.approx((5 / 6 + 1 + 0) / 3)
     assert overall.pass_hat_k == pytest.approx((1 / 6 + 1 + 0) / 3)
     assert (air.avg_turns, air.avg_tokens, air.avg_tool_calls, air.avg_reward) == (3.0, 20.0, 2.0, 0.75)
+    assert (air.avg_progress, bank.avg_progress) == (pytest.approx(0.8125), 0.25)
     assert (overall.avg_turns, overall.avg_tokens, overall.avg_tool_calls) == (4.0, 30.0, 3.0)
 
 

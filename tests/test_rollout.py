@@ -28,7 +28,7 @@ def test_gold_policy_passes_every_trial(suite):
     trajs = run_episodes(_episodes(suite, k=2), GoldPolicy.from_tasks(suite), concurrency=16)
     assert len(trajs) == 2 * len(suite)
     assert all(t.passed and t.reward == 1.0 for t in trajs), [t.verdict for t in trajs if not t.passed]
-    assert all(t.termination == "answer" for t in trajs)
+    assert all(t.termination == "answer" and t.progress == 1.0 for t in trajs)
     assert sum(t.n_tool_calls for t in trajs) == 2 * sum(len(t.gold_chain) for t in suite)
 
 
@@ -39,6 +39,18 @@ def test_skipping_a_write_fails_with_the_missing_change_named(suite):
         assert not traj.passed and traj.reward == 0.0
         assert "missing" in traj.verdict
         assert any(c.table in traj.verdict for c in task.expected_changes)
+
+
+def test_failed_episode_is_rewarded_for_the_gold_calls_it_made_only_when_asked(suite):
+    writing = [t for t in suite if t.expected_changes and len(t.gold_chain) > 1]
+    assert writing
+    for weight in (0.0, 0.3):
+        trajs = run_episodes(_episodes(writing), GoldPolicy.from_tasks(writing, skip_last_write=True),
+                             RolloutConfig(progress_reward=weight))
+        for task, traj in zip(writing, trajs):
+            assert not traj.passed
+            assert traj.progress == pytest.approx(1 - 1 / len(task.gold_chain))
+            assert traj.reward == pytest.approx(weight * traj.progress)
 
 
 def test_malformed_tool_calls_become_errors_the_model_sees(suite):

@@ -293,11 +293,11 @@ def eval_cmd(
     html = write_report(runs, out, title=f"toolgym eval: {policy} on {suite}",
                         extra={"suite": str(tasks) if tasks else suite, "n": len(task_list), "k": k,
                                "noise_level": noise_level, "seed": seed, **({"heavy_k": heavy} if heavy else {})})
-    table = Table("run", "domain", "pass@1", f"pass@{k}", f"pass^{k}", "reward", "turns", "tokens")
+    table = Table("run", "domain", "pass@1", f"pass@{k}", f"pass^{k}", "reward", "progress", "turns", "tokens")
     for run in runs:
         for dom, m in run.metrics().items():
             table.add_row(run.name, dom, f"{m.pass_at_1:.3f}", f"{m.pass_at_k:.3f}", f"{m.pass_hat_k:.3f}",
-                          f"{m.avg_reward:.3f}", f"{m.avg_turns:.1f}", f"{m.avg_tokens:.0f}")
+                          f"{m.avg_reward:.3f}", f"{m.avg_progress:.3f}", f"{m.avg_turns:.1f}", f"{m.avg_tokens:.0f}")
     console.print(table)
     console.print(f"report -> {html}")
 
@@ -375,6 +375,9 @@ def demo_cmd(
     layers: Annotated[int, typer.Option(help="Transformer layers of the tiny model.")] = DEMO.layers,
     sft_epochs: Annotated[int, typer.Option(help="Cold-start SFT passes over the gold trajectories.")] = DEMO.sft_epochs,
     rl_steps: Annotated[int, typer.Option(help="Asynchronous GSPO trainer steps.")] = DEMO.rl_steps,
+    rl_progress_reward: Annotated[float, typer.Option(
+        help="Reward per unit of gold-chain progress for a failed RL episode (0: pass/fail only; below 0.5).")
+    ] = DEMO.rl_progress_reward,
     rl_max_wait: Annotated[float, typer.Option(
         help="Stop RL when no trainable group (rewards not all equal) arrives for this many seconds.", min=1.0)] = DEMO.rl_max_wait,
     heavy_k: Annotated[int, typer.Option(help="Parallel trajectories for self-consistency and Heavy Thinking.")] = DEMO.heavy_k,
@@ -390,7 +393,7 @@ def demo_cmd(
     try:
         cfg = DemoConfig(out=out, seed=seed, envs_per_domain=envs_per_domain, heldout_envs=heldout_envs,
                          hidden_size=hidden_size, layers=layers, sft_epochs=sft_epochs, rl_steps=rl_steps,
-                         rl_max_wait=rl_max_wait, heavy_k=heavy_k, device=device, **chosen)
+                         rl_progress_reward=rl_progress_reward, rl_max_wait=rl_max_wait, heavy_k=heavy_k, device=device, **chosen)
     except ValidationError as exc:
         raise typer.BadParameter("; ".join(problems(exc, "config"))) from None
     main(cfg)

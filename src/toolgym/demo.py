@@ -130,9 +130,9 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
     console.print(f"SFT: {len(sft_metrics)} steps, loss {sft_metrics[0]['loss']:.2f} -> {sft_metrics[-1]['loss']:.2f}")
     lap("sft", t0)
 
-    rollout = RolloutConfig(max_turns=cfg.max_turns, max_total_tokens=4096,
+    rollout = RolloutConfig(max_turns=cfg.max_turns, max_total_tokens=4096, progress_reward=cfg.rl_progress_reward,
                             sampling=SamplingParams(temperature=1.0, max_new_tokens=cfg.max_new_tokens))
-    eval_rollout = rollout.model_copy(update={"sampling": SamplingParams(temperature=0.7,
+    eval_rollout = rollout.model_copy(update={"progress_reward": 0.0, "sampling": SamplingParams(temperature=0.7,
                                                                          max_new_tokens=cfg.max_new_tokens,
                                                                          seed=cfg.seed)})
 
@@ -188,11 +188,11 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
                         extra={"train_tasks": len(train), "heldout_tasks": len(held), "timings_s": timings,
                                "rl_steps": summary.steps, "rl_stopped_reason": summary.stopped_reason},
                         figures=figures)
-    result = Table("run", "pass@1", f"pass@{cfg.eval_k}", f"pass^{cfg.eval_k}", "reward", "turns")
+    result = Table("run", "pass@1", f"pass@{cfg.eval_k}", f"pass^{cfg.eval_k}", "reward", "progress", "turns")
     for r in [*before, *after, *heavy]:
         m = r.metrics()["overall"]
         result.add_row(r.name, f"{m.pass_at_1:.3f}", f"{m.pass_at_k:.3f}", f"{m.pass_hat_k:.3f}",
-                       f"{m.avg_reward:.3f}", f"{m.avg_turns:.1f}")
+                       f"{m.avg_reward:.3f}", f"{m.avg_progress:.3f}", f"{m.avg_turns:.1f}")
     console.print(result)
     console.print(f"report -> {html}; total wall time {time.perf_counter() - start:.0f}s")
 

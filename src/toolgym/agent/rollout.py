@@ -20,6 +20,7 @@ from toolgym.agent.user import RuleUser, UserSimulator
 from toolgym.envs.environment import Environment
 from toolgym.policy.base import Completion, GenerationRequest, Policy, SamplingParams
 from toolgym.tasks.model import Task
+from toolgym.tasks.progress import chain_progress
 from toolgym.tasks.verify import verify
 
 SYSTEM_PROMPT = ("You are a support agent for {title}. Use the tools to do exactly what the user asks, one step at a "
@@ -34,6 +35,9 @@ class RolloutConfig(BaseModel):
     context: ContextConfig = Field(default_factory=ContextConfig)
     system_prompt: str = SYSTEM_PROMPT
     max_batch: int = 64
+    progress_reward: float = Field(0.0, ge=0.0, lt=0.5)
+    """Reward of a failed episode per unit of gold-chain progress (tasks.progress); 0 keeps rewards pass/fail. A policy
+    too weak to pass gets groups of equal zero rewards without it; below 0.5, so a failure never counts as a pass."""
 
 
 @dataclass
@@ -209,7 +213,9 @@ class _EpisodeRun:
         traj.segments = self.tracker.segments if self.tracker is not None else []
         traj.final_answer = "\n".join(a for a in self.answers if a)
         verdict = verify(self.ep.task, unwrap_env(self.ep.env), traj.final_answer)
-        traj.passed, traj.reward, traj.verdict = verdict.passed, verdict.reward, verdict.explain()
+        traj.progress = chain_progress(self.ep.task.gold_chain, [c for turn in traj.turns for c in turn.tool_calls])
+        traj.passed, traj.verdict = verdict.passed, verdict.explain()
+        traj.reward = verdict.reward if verdict.passed else self.cfg.progress_reward * traj.progress
         return traj
 
 

@@ -62,6 +62,8 @@ class Trajectory(BaseModel):
     final_answer: str = ""
     reward: float = 0.0
     passed: bool = False
+    progress: float = 0.0
+    """Share of the task's gold chain this episode's calls reproduced (tasks.progress), 1.0 for the gold path."""
     verdict: str = ""
     n_tool_calls: int = 0
     noise: dict[str, float] = Field(default_factory=dict)

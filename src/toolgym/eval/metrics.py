@@ -45,6 +45,7 @@ class GroupMetrics(BaseModel):
     pass_hat_k: float
     pass_hat_curve: list[float] = Field(description="pass^j for j = 1..k, the reliability curve")
     avg_reward: float
+    avg_progress: float = Field(description="mean share of the gold chain reproduced (moves before pass rates do)")
     avg_turns: float
     avg_tokens: float
     avg_tool_calls: float
@@ -71,6 +72,7 @@ def group_metrics(trajectories: list[Trajectory], k: int) -> GroupMetrics:
         pass_hat_k=curve[-1],
         pass_hat_curve=curve,
         avg_reward=fmean(t.reward for t in trajectories),
+        avg_progress=fmean(t.progress for t in trajectories),
         avg_turns=fmean(t.n_turns for t in trajectories),
         avg_tokens=fmean(t.n_tokens for t in trajectories),
         avg_tool_calls=fmean(t.n_tool_calls for t in trajectories),

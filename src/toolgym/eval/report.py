@@ -231,14 +231,14 @@ pre.result { background: #fffdf5; border: 1px solid #eedc9a; }
 <h2>Summary</h2>
 <table>
 <thead><tr><th class="l">Run</th><th class="l">Domain</th><th>Tasks</th><th>Trials</th><th>pass@1</th><th>pass@k</th><th>pass^k</th><th>k</th>
-<th>Reward</th><th>Turns</th><th>Tokens</th><th>Tool calls</th></tr></thead>
+<th>Reward</th><th>Progress</th><th>Turns</th><th>Tokens</th><th>Tool calls</th></tr></thead>
 <tbody>
 {% for r in runs %}{% for domain, m in r.metrics.items() %}
 <tr{% if domain == overall %} class="overall"{% endif %}>{% if loop.first %}<td class="run" rowspan="{{ r.metrics|length }}">
 <span class="swatch" style="background:{{ r.colour }}"></span>{{ r.name }}</td>{% endif %}<td class="dom">{{ domain }}</td>
 <td>{{ m.n_tasks }}</td><td>{{ m.n_trials }}</td>
 {% for v in (m.pass_at_1, m.pass_at_k, m.pass_hat_k) %}<td class="rate" style="--a:{{ '%.2f' % (0.28 * v) }}">{{ '%.1f' % (100 * v) }}%</td>{% endfor %}
-<td>{{ r.k }}</td><td>{{ '%.3f' % m.avg_reward }}</td><td>{{ '%.1f' % m.avg_turns }}</td><td>{{ '%.0f' % m.avg_tokens }}</td><td>{{ '%.1f' % m.avg_tool_calls }}</td></tr>
+<td>{{ r.k }}</td><td>{{ '%.3f' % m.avg_reward }}</td><td>{{ '%.3f' % m.avg_progress }}</td><td>{{ '%.1f' % m.avg_turns }}</td><td>{{ '%.0f' % m.avg_tokens }}</td><td>{{ '%.1f' % m.avg_tool_calls }}</td></tr>
 {% endfor %}{% endfor %}
 </tbody></table>
 

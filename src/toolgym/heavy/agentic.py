@@ -33,6 +33,7 @@ from toolgym.agent.user import RuleUser, UserReply
 from toolgym.envs.environment import ToolCall, ToolResult
 from toolgym.noise.tool import FAILURE_KINDS
 from toolgym.policy.base import Completion, GenerationRequest, Policy, SamplingParams
+from toolgym.tasks.progress import chain_progress
 from toolgym.tasks.verify import verify
 
 SUMMARY_PROMPT = """The user asked:
@@ -334,7 +335,7 @@ def commit(ep: Episode, candidates: list[Candidate], decision: Decision, method:
         segments=[s for c in candidates for s in c.trajectory.segments] + list(extra_segments),
         turns=[t for c in candidates for t in c.trajectory.turns] + list(extra_turns),
         final_answer=answer, n_tool_calls=len(committed), passed=verdict.passed, reward=verdict.reward,
-        verdict=verdict.explain(), error=error)
+        progress=chain_progress(ep.task.gold_chain, [c.call for c in committed]), verdict=verdict.explain(), error=error)
     return HeavyOutcome(trajectory=trajectory, record=record)
 
 
