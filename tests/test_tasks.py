@@ -122,6 +122,11 @@ def test_chain_limit_bounds_every_target_and_tasks_still_verify(sampled, limit):
     assert max(len(t.gold_chain) for t in unlimited) > limit
 
 
+def test_chain_limit_below_one_is_rejected():
+    with pytest.raises(ValueError, match="max_calls_per_target"):
+        SynthesisConfig(max_calls_per_target=0)
+
+
 def test_instructions_describe_rows_without_internal_ids(tasks):
     for name in tasks:
         for task in tasks[name]:

@@ -26,11 +26,11 @@ class DemoConfig(BaseModel):
     vocab_size: int = 4000
     hidden_size: int = 128
     layers: int = Field(4, ge=1)
-    sft_epochs: int = Field(4, ge=1)
+    sft_epochs: int = Field(3, ge=1)
     sft_batch: int = Field(4, ge=1)
     sft_lr: float = 4e-3
     sft_context_weight: float = 0.25
-    rl_steps: int = Field(16, ge=1)
+    rl_steps: int = Field(12, ge=1)
     rl_lr: float = 5e-5
     rl_progress_reward: float = Field(0.3, ge=0.0, lt=0.5)
     """Reward per unit of gold-chain progress for a failed RL episode: a freshly SFT-ed tiny model rarely passes, and

@@ -26,7 +26,8 @@ class TrainerConfig(BaseModel):
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     device: Device = "cpu"
-    """Torch device of the trained model; published weights keep the device, the policy copies them to its own."""
+    """Torch device of the trained model, and of the transformers rollout policy `toolgym train` builds; published
+    weights keep the device, a policy elsewhere copies them to its own."""
 
 
 class NoiseSettings(BaseModel):

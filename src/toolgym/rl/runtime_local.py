@@ -260,7 +260,7 @@ def train_from_config(cfg: RLConfig, resume: bool = False, show_progress: bool =
 
         make_policy: Callable[[], Policy] = partial(VLLMPolicy, cfg.model)
     else:
-        make_policy = partial(HFPolicy, cfg.model)
+        make_policy = partial(HFPolicy, cfg.model, device=cfg.trainer.device)
     if cfg.runtime == "ray":
         from toolgym.rl.runtime_ray import RayTrainingRun
 

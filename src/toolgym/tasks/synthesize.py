@@ -29,6 +29,10 @@ class SynthesisConfig:
     """Longest chain (the target and the lookups it depends on) a target may need; None for no limit. The
     capability axis of a curriculum: short chains first, without paying to synthesize tasks only to discard them."""
 
+    def __post_init__(self) -> None:
+        if self.max_calls_per_target is not None and self.max_calls_per_target < 1:
+            raise ValueError(f"max_calls_per_target must be at least 1 (or None), got {self.max_calls_per_target}")
+
 
 class SynthesisFailed(RuntimeError):
     """No executable chain could be found for a task in this environment."""
@@ -88,7 +92,7 @@ def synthesize_task(env: Environment, seed: int, config: SynthesisConfig | None 
     rng = random.Random(seed)
     domain = env.domain
     graph = ToolGraph(domain, env.tool_names)
-    limit = config.max_calls_per_target or UNREACHABLE
+    limit = config.max_calls_per_target if config.max_calls_per_target is not None else UNREACHABLE
     targets = [t for t in env.tool_names
                if graph.depth[t] < min(UNREACHABLE, limit) and domain.tools[t].kind in TARGET_KINDS
                and (domain.tools[t].writes or graph.depth[t] > 0)]
