@@ -58,14 +58,14 @@ def measure(model: torch.nn.Module, ids: torch.Tensor, steps: int, repeats: int)
         cache = DynamicCache(config=model.config)
         _sync(device)
         start = time.perf_counter()
-        logits = model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+        logits = model(ids, cache=cache, use_cache=True, logits_to_keep=1).logits
         _sync(device)
         best = min(best, time.perf_counter() - start)
     kv_prefill = kv_bytes(cache)
     _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
-        logits = model(logits[:, -1:].argmax(-1), past_key_values=cache, use_cache=True).logits
+        logits = model(logits[:, -1:].argmax(-1), cache=cache, use_cache=True).logits
     _sync(device)
     return {"prefill_s": best, "decode_s": (time.perf_counter() - start) / steps, "kv_bytes": kv_prefill}
 

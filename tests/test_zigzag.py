@@ -78,7 +78,7 @@ def dense_reference_model(model: torch.nn.Module, layers: list[int]) -> torch.nn
         attn = ref.model.layers[i].self_attn
         rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
 
-        def forward(hidden_states, position_embeddings, attention_mask=None, past_key_values=None, attn=attn,
+        def forward(hidden_states, position_embeddings, attention_mask=None, cache=None, attn=attn,
                     rope=rope, **kwargs):
             b, n, _ = hidden_states.shape
             shape = (b, n, -1, attn.head_dim)
@@ -157,12 +157,12 @@ def test_bounded_cache_and_incremental_decoding_match_prefill(model, layers):
     zz = converted(model, ZZ.model_copy(update={"sparse_layers": layers}))
     prompt = ids(10, batch=1)
     cache = DynamicCache(config=zz.config)
-    logits = [zz(prompt, past_key_values=cache, use_cache=True).logits]
+    logits = [zz(prompt, cache=cache, use_cache=True).logits]
     seq = prompt
     for _ in range(200):
         nxt = logits[-1][:, -1:].argmax(-1)
         seq = torch.cat([seq, nxt], 1)
-        logits.append(zz(nxt, past_key_values=cache, use_cache=True).logits)
+        logits.append(zz(nxt, cache=cache, use_cache=True).logits)
         lengths = _cached_lengths(cache)
         assert all(lengths[i] <= B + W for i in layers)
         assert all(lengths[i] == seq.shape[1] for i in range(4) if i not in layers)
@@ -173,11 +173,11 @@ def test_bounded_cache_and_incremental_decoding_match_prefill(model, layers):
     torch.testing.assert_close(prefill, dense_reference_model(model, layers)(seq).logits, rtol=1e-4, atol=1e-4)
     chunked, cache = [], DynamicCache(config=zz.config)
     for c0 in range(0, seq.shape[1], 7):  # multi-token queries against an already-evicted cache
-        chunked.append(zz(seq[:, c0:c0 + 7], past_key_values=cache, use_cache=True).logits)
+        chunked.append(zz(seq[:, c0:c0 + 7], cache=cache, use_cache=True).logits)
     torch.testing.assert_close(torch.cat(chunked, 1), prefill, rtol=1e-4, atol=1e-4)
     out = zz.generate(prompt, max_new_tokens=200, do_sample=False, return_dict_in_generate=True)
     assert torch.equal(out.sequences, seq)
-    lengths = _cached_lengths(out.past_key_values)
+    lengths = _cached_lengths(out.cache)
     assert [lengths[i] for i in layers] == [B + W - 1] * len(layers)
     assert all(lengths[i] == out.sequences.shape[1] - 1 for i in range(4) if i not in layers)
 
@@ -265,9 +265,9 @@ def test_recovery_lm_objective_lowers_the_loss():
 def test_a_cache_filled_by_full_attention_is_refused():
     base = tiny("qwen2")
     cache = DynamicCache(config=base.config)
-    base(ids(20), past_key_values=cache, use_cache=True)
+    base(ids(20), cache=cache, use_cache=True)
     with pytest.raises(TypeError, match="empty DynamicCache slot"):
-        converted(base)(ids(1), past_key_values=cache, use_cache=True)
+        converted(base)(ids(1), cache=cache, use_cache=True)
 
 
 def test_cli_convert_and_finetune(tmp_path):

@@ -65,7 +65,7 @@ def _attention(layer: nn.Module) -> nn.Module:
 
 def _sparse_forward(self: nn.Module, hidden_states: torch.Tensor,
                     position_embeddings: tuple[torch.Tensor, torch.Tensor], attention_mask: torch.Tensor | None = None,
-                    past_key_values: Any = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+                    cache: Any = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """The Llama/Qwen2 attention forward with sink + window attention and a bounded cache layer (bound as a method)."""
     rule: SinkWindow = getattr(self, _RULE_ATTR)
     hidden_shape = (*hidden_states.shape[:-1], -1, self.head_dim)
@@ -75,8 +75,8 @@ def _sparse_forward(self: nn.Module, hidden_states: torch.Tensor,
     cos, sin = position_embeddings
     query, key = sys.modules[type(self).__module__].apply_rotary_pos_emb(query, key, cos, sin)
     total = query.shape[-2]
-    if past_key_values is not None:
-        layer = sink_window_layer(past_key_values, self.layer_idx, rule)
+    if cache is not None:
+        layer = sink_window_layer(cache, self.layer_idx, rule)
         key, value = layer.update(key, value)
         total = layer.cumulative_length
     dropout = getattr(self, "attention_dropout", 0.0) if self.training else 0.0

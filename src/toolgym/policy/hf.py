@@ -1,6 +1,6 @@
 """The transformers backend: batched sampling from any local causal LM directory that has a chat template.
 
-The sampling loop is written here (left-padded batch, KV cache via `past_key_values`) rather than using
+The sampling loop is written here (left-padded batch, KV cache via `cache`) rather than using
 `model.generate`, so the returned ids are exactly the sampled ones and each logprob is the log-softmax of the raw
 logits (temperature 1, no top-p filtering) at the sampled token: the pi_old that RL needs.
 """
@@ -76,9 +76,9 @@ class HFPolicy:
         logprobs: list[torch.Tensor] = []
         cache = None
         for _ in range(sampling.max_new_tokens):
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                              use_cache=True)
-            cache = out.past_key_values
+            cache = out.cache
             logits = out.logits[:, -1].float()
             token = sample_next(logits, sampling, generator)
             tokens.append(token)
