@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 
 from toolgym.cli import app
 from toolgym.demo_config import DemoConfig
+from toolgym.models.recovery import recover_checkpoint
+from toolgym.policy.hf import HFPolicy
 from toolgym.rl.config import TrainerConfig
 from toolgym.sft.trainer import SFTConfig
 
@@ -38,3 +40,19 @@ def test_sft_command_rejects_a_bad_device_before_writing_anything(tmp_path):
                                       "--device", "gpu0"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "not a torch device" in result.output
     assert not out.exists()
+
+
+@pytest.mark.parametrize("load", [lambda path, d: HFPolicy(path, device=d),
+                                  lambda path, d: recover_checkpoint(path, path / "data.jsonl", path / "out", device=d)])
+def test_model_loaders_reject_a_bad_device_before_loading(tmp_path, load):
+    # tmp_path holds no checkpoint: reaching the loader would raise OSError instead of naming the device
+    with pytest.raises(ValueError, match="'gpu0' is not a torch device"):
+        load(tmp_path, "gpu0")
+
+
+def test_zigzag_finetune_rejects_a_bad_device_before_loading(tmp_path):
+    (tmp_path / "data.jsonl").write_text("")
+    result = CliRunner().invoke(app, ["zigzag", "finetune", str(tmp_path), "--data", str(tmp_path / "data.jsonl"),
+                                      "--out", str(tmp_path / "out"), "--device", "gpu0"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "not a torch device" in result.output
+    assert not (tmp_path / "out").exists()

@@ -151,8 +151,10 @@ def recover_checkpoint(model_dir: str | Path, data: str | Path, out_dir: str | P
     `model_dir` itself loaded with full attention (the weights before any recovery)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from toolgym.device import checked_device
     from toolgym.models.zigzag import load_zigzag
 
+    device = checked_device(device)
     cfg = cfg or RecoveryConfig()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     student = load_zigzag(model_dir).to(device)

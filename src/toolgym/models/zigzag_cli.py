@@ -13,6 +13,17 @@ zigzag_app = typer.Typer(help="Zig-Zag attention: half the layers see only sink 
                          no_args_is_help=True)
 console = Console()
 
+
+def _checked_device(name: str) -> str:
+    """The --device value if torch can use it here; a usage error (exit 2, before any loading) otherwise."""
+    from toolgym.device import checked_device
+
+    try:
+        return checked_device(name)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 ModelDir = Annotated[Path, typer.Argument(help="A transformers Llama/Qwen2-family checkpoint directory.", exists=True,
                                           file_okay=False)]
 
@@ -104,7 +115,8 @@ def finetune(
     lr: Annotated[float, typer.Option(help="Learning rate (AdamW).")] = 2e-5,
     batch_size: Annotated[int, typer.Option(help="Windows per step.", min=1)] = 1,
     max_len: Annotated[int, typer.Option(help="Tokens per packed training window.", min=2)] = 4096,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="Torch device: cpu, cuda, cuda:N or mps.",
+                                        callback=_checked_device)] = "cpu",
     seed: Annotated[int, typer.Option(help="Data order and init seed.")] = 0,
 ) -> None:
     """Recovery fine-tune of a Zig-Zag checkpoint (distillation from full attention, or plain LM loss)."""

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from toolgym.device import checked_device
 from toolgym.policy.base import Completion, GenerationRequest, SamplingParams
 
 
@@ -43,6 +44,7 @@ class HFPolicy:
     `stop_ids` (the tokenizer's and generation config's eos ids) are the tokens that end a completion."""
 
     def __init__(self, path: str | Path, device: str = "cpu", dtype: str = "float32", version: int = 0):
+        device = checked_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
         self.device = torch.device(device)
