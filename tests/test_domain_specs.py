@@ -95,3 +95,16 @@ def test_compiling_a_broken_spec_leaves_nothing_behind(tmp_path: Path):
     with pytest.raises(SpecError):
         compile_spec(raw)
     assert "place_order" in good.tools   # the earlier compile is untouched; no partial Domain is returned
+
+
+def test_records_of_a_custom_domain_find_their_spec_file():
+    from toolgym.envs.environment import Environment, EnvironmentRecord
+
+    spec = Path(__file__).parent / "data" / "switchboard.yaml"
+    env = Environment(load_domain(str(spec)), ["red", "blue", "get_press"], env_id="custom")
+    record = EnvironmentRecord.model_validate_json(env.record().model_dump_json())
+    assert record.domain == "switchboard" and record.spec == str(spec.resolve())
+    rebuilt = Environment.from_record(record)
+    assert rebuilt.call("red").ok and rebuilt.tool_names == env.tool_names
+    builtin = Environment(load_domain("bank"), sorted(load_domain("bank").tools)[:3])
+    assert builtin.record().spec is None

@@ -132,6 +132,9 @@ class Domain:
 
     spec: DomainSpec
     tools: dict[str, Tool] = dc_field(default_factory=dict)
+    source: str | None = None
+    """The spec file a custom domain was loaded from (None for built-ins and in-memory specs): environment and task
+    records carry it, so every later command finds the domain without being told."""
 
     @property
     def name(self) -> str:

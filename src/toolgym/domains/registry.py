@@ -19,8 +19,12 @@ def builtin_names() -> list[str]:
 def load_domain(name_or_path: str) -> Domain:
     """A built-in domain by name, or a spec file by path."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") and path.exists():
-        return load_spec_file(path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists():
+            raise KeyError(f"domain spec file '{name_or_path}' not found")
+        domain = load_spec_file(path)
+        domain.source = str(path.resolve())
+        return domain
     candidate = BUILTIN_DIR / f"{name_or_path}.yaml"
     if not candidate.exists():
         raise KeyError(f"unknown domain '{name_or_path}'; built-in domains: {', '.join(builtin_names())}")

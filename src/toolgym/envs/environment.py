@@ -82,6 +82,8 @@ class EnvironmentRecord(BaseModel):
 
     id: str
     domain: str
+    spec: str | None = None
+    """Path of the spec file of a custom (non-built-in) domain; built-ins are found by name."""
     data_seed: int = 0
     tools: list[str]
     chains: list[list[ToolCall]] = []
@@ -109,7 +111,7 @@ class Environment:
 
     @classmethod
     def from_record(cls, record: EnvironmentRecord, domain: Domain | None = None) -> Environment:
-        env = cls(domain or load_domain(record.domain), record.tools, record.data_seed, record.id, record.chains)
+        env = cls(domain or load_domain(record.spec or record.domain), record.tools, record.data_seed, record.id, record.chains)
         rebuilt = base_state(env.domain, env.data_seed)[1]
         if record.initial_hash and rebuilt != record.initial_hash:
             raise ValueError(f"environment {record.id}: rebuilt database differs from the recorded one "
@@ -117,7 +119,7 @@ class Environment:
         return env
 
     def record(self) -> EnvironmentRecord:
-        return EnvironmentRecord(id=self.id, domain=self.domain.name, data_seed=self.data_seed, tools=self.tool_names,
+        return EnvironmentRecord(id=self.id, domain=self.domain.name, spec=self.domain.source, data_seed=self.data_seed, tools=self.tool_names,
                                  chains=self.chains, initial_hash=base_state(self.domain, self.data_seed)[1])
 
     def openai_tools(self) -> list[dict[str, Any]]:

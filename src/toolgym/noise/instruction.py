@@ -190,7 +190,7 @@ def apply_instruction_noise(task: Task, level: float, seed: int,
     if unknown:
         raise ValueError(f"unknown instruction noise kinds {sorted(unknown)}; known: {', '.join(INSTRUCTION_KINDS)}")
     rng = random.Random(f"instruction-noise/{task.id}/{seed}")
-    draft = _Draft(task, load_domain(task.domain), task.instruction, task.user.model_copy(deep=True),
+    draft = _Draft(task, load_domain(task.domain_source), task.instruction, task.user.model_copy(deep=True),
                    protected_values(task), level, rng)
     applied = [kind for kind in INSTRUCTION_KINDS
                if (kinds is None or kind in kinds) and rng.random() < level and _APPLY[kind](draft)]

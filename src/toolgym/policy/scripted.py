@@ -70,7 +70,7 @@ class GoldPolicy(ScriptedPolicy):
     def from_tasks(cls, tasks: Iterable[Task], skip_last_write: bool = False, retries: int = 3) -> GoldPolicy:
         plans = {}
         for t in tasks:
-            calls = drop_last_write(t, load_domain(t.domain)) if skip_last_write else list(t.gold_chain)
+            calls = drop_last_write(t, load_domain(t.domain_source)) if skip_last_write else list(t.gold_chain)
             plans[t.instruction] = (calls, gold_answer(t))
         return cls(plans, retries)
 
@@ -94,7 +94,7 @@ class CoinGoldPolicy(ScriptedPolicy):
                  extra_reads: Callable[[random.Random], int] | None = None):
         self.plans: dict[str, tuple[list[ToolCall], list[ToolCall], list[ToolCall], str]] = {}
         for t in tasks:
-            domain = load_domain(t.domain)
+            domain = load_domain(t.domain_source)
             reads = [c for c in t.gold_chain if not domain.tools[c.name].writes][:1]
             self.plans[t.instruction] = (reads, list(t.gold_chain), drop_last_write(t, domain), gold_answer(t))
         self.rng = random.Random(seed)

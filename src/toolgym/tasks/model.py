@@ -40,3 +40,8 @@ class Task(BaseModel):
     expected_state_hash: str
     required_answers: list[str]
     difficulty: Difficulty
+
+    @property
+    def domain_source(self) -> str:
+        """What `load_domain` takes to find this task's domain: a custom domain's spec path, else the built-in name."""
+        return self.env.spec or self.domain
