@@ -15,6 +15,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from toolgym.device import checked_device
 from toolgym.policy.base import Completion, GenerationRequest, SamplingParams
+from toolgym.policy.constrained import (
+    CALL_CLOSE,
+    CALL_OPEN,
+    CallGrammar,
+    ConstraintMode,
+    Done,
+    Prose,
+    State,
+    VocabTrie,
+)
 
 
 def _stop_ids(tokenizer: Any, model: Any) -> set[int]:
@@ -38,12 +48,21 @@ def sample_next(logits: torch.Tensor, sampling: SamplingParams, generator: torch
     return torch.multinomial(scaled.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
+def _single_token_ids(tokenizer: Any, *texts: str) -> tuple[int, ...] | None:
+    """The ids of `texts` when each is one token of the vocabulary, else None."""
+    ids = tuple(tokenizer.encode(t, add_special_tokens=False) for t in texts)
+    return tuple(i[0] for i in ids) if all(len(i) == 1 for i in ids) else None
+
+
 class HFPolicy:
     """A token-level Policy over a transformers causal LM; weights can be swapped in place by the trainer.
 
-    `stop_ids` (the tokenizer's and generation config's eos ids) are the tokens that end a completion."""
+    `stop_ids` (the tokenizer's and generation config's eos ids) are the tokens that end a completion. `constrain`
+    masks the sampler inside `<tool_call>...</tool_call>` (policy.constrained); it needs both tags as single tokens
+    and is a no-op for a tokenizer without them."""
 
-    def __init__(self, path: str | Path, device: str = "cpu", dtype: str = "float32", version: int = 0):
+    def __init__(self, path: str | Path, device: str = "cpu", dtype: str = "float32", version: int = 0,
+                 constrain: ConstraintMode = "schema"):
         device = checked_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
@@ -51,6 +70,63 @@ class HFPolicy:
         self.version = version
         self.stop_ids = _stop_ids(self.tokenizer, self.model)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.stop_ids)
+        self.constrain = constrain
+        self._call_ids = _single_token_ids(self.tokenizer, CALL_OPEN, CALL_CLOSE)
+        self._trie: VocabTrie | None = None
+
+    def _grammars(self, requests: list[GenerationRequest]) -> list[CallGrammar | None]:
+        """Each request's tool-call grammar (None where nothing is constrained)."""
+        if self.constrain == "none" or self._call_ids is None:
+            return [None] * len(requests)
+        if self._trie is None:
+            self._trie = VocabTrie(self.tokenizer)
+        return [CallGrammar.for_request(r.tools, r.messages, self.constrain) for r in requests]
+
+    def _options(self, state: State, grammar: CallGrammar) -> tuple[dict[int, State | None], bool]:
+        """(tokens with the state after each, whether every other token is allowed and keeps `state`).
+
+        In prose every token is allowed except a quoting one whose state is None; elsewhere only the listed tokens
+        are, and None after one means free text."""
+        if isinstance(state, Done):
+            return {self._call_ids[1]: grammar.prose()}, False
+        if isinstance(state, Prose):
+            options: dict[int, State | None] = {
+                tid: self._trie.through(state, text) for tid, text in self._trie.quoting.items()}
+            options[self._call_ids[0]] = grammar.start()
+            return options, True
+        return dict(self._trie.allowed(state)), False
+
+    def _mask(self, logits: torch.Tensor, states: list[State | None], grammars: list[CallGrammar | None],
+              prose: dict[int, tuple[dict[int, State | None], bool]]
+              ) -> tuple[torch.Tensor, dict[int, tuple[dict[int, State | None], bool]]]:
+        """Logits with every token the grammar forbids at -inf, and per constrained row its options (`_options`).
+
+        `prose` caches each row's prose options: they depend only on the request, not on the step."""
+        follow: dict[int, tuple[dict[int, State | None], bool]] = {}
+        masked = logits
+        for row, state in enumerate(states):
+            if state is None:
+                continue
+            if isinstance(state, Prose):
+                if row not in prose:
+                    prose[row] = self._options(state, grammars[row])
+                options, others = prose[row]
+            else:
+                options, others = self._options(state, grammars[row])
+            if not options and not others:  # this vocabulary cannot continue the grammar: leave the row free
+                states[row] = None
+                continue
+            if masked is logits:
+                masked = logits.clone()
+            if others:
+                banned = [tid for tid, nxt in options.items() if nxt is None]
+                masked[row, banned] = float("-inf")
+            else:
+                keep = torch.full_like(logits[row], float("-inf"))
+                keep[list(options)] = 0.0
+                masked[row] += keep
+            follow[row] = (options, others)
+        return masked, follow
 
     def prompt_ids(self, request: GenerationRequest) -> list[int]:
         """The request's exact prompt ids, or its messages + tools rendered with the chat template."""
@@ -76,15 +152,25 @@ class HFPolicy:
         done = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
         tokens: list[torch.Tensor] = []
         logprobs: list[torch.Tensor] = []
+        grammars = self._grammars(requests)
+        states: list[State | None] = [g.prose() if g is not None else None for g in grammars]
+        prose: dict[int, tuple[dict[int, State | None], bool]] = {}
         cache = None
         for _ in range(sampling.max_new_tokens):
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                              use_cache=True)
             cache = out.cache
             logits = out.logits[:, -1].float()
-            token = sample_next(logits, sampling, generator)
+            masked, follow = self._mask(logits, states, grammars, prose)
+            token = sample_next(masked, sampling, generator)
             tokens.append(token)
             logprobs.append(logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1))
+            for row, tid in enumerate(token.tolist()):
+                if row in follow:
+                    options, others = follow[row]
+                    states[row] = options[tid] if tid in options else states[row] if others else None
+                elif grammars[row] is not None and self._call_ids is not None and tid == self._call_ids[0]:
+                    states[row] = grammars[row].start()
             done |= torch.isin(token, stop)
             if bool(done.all()):
                 break

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from toolgym.agent.rollout import RolloutConfig
 from toolgym.device import Device
+from toolgym.policy.constrained import ConstraintMode
 from toolgym.rl.manager import ManagerConfig
 from toolgym.validation import problems
 
@@ -49,6 +50,8 @@ class RLConfig(BaseModel):
     mode: Literal["async", "sync"] = "async"
     runtime: Literal["local", "ray"] = "local"
     engine: Literal["hf", "vllm"] = "hf"
+    constrain: ConstraintMode = "schema"
+    """Tool-call decoding of the transformers rollout policy (policy.constrained): schema, copy or none."""
     steps: int = 20
     groups_per_step: int = 4
     max_staleness: int = 2
