@@ -123,3 +123,23 @@ def test_variants_add_resampled_copies_of_each_task(tasks):
             renamed += 1
             assert len({ex.messages[1]["content"] for ex in group}) == 3
     assert renamed > 0
+
+
+def test_answers_quote_each_fact_as_the_tool_results_wrote_it(tasks):
+    from toolgym.policy.constrained import CallGrammar
+    from toolgym.tasks.verify import replay
+
+    with_facts = [t for name in sorted(tasks) for t in tasks[name] if t.required_answers]
+    assert with_facts
+    for task in with_facts:
+        ex = sft_example(task, seed=1, fail_p=0.0, plan_p=0.0)
+        answer = ex.messages[-1]["content"]
+        assert replay(task, task.gold_chain, answer).passed, answer
+        quoted = answer.split('"')[1::2]
+        assert quoted, answer
+        # a copy-mode policy could have written this answer: every quotation occurs in the conversation
+        prose = CallGrammar.for_request(ex.tools, ex.messages, "copy").prose()
+        state = prose
+        for ch in answer:
+            state = state.step(ch)
+            assert state is not None, answer

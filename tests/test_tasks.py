@@ -164,3 +164,23 @@ def test_extra_write_to_another_table_is_caught(tasks):
     assert env.call(tool, args).ok
     verdict = verify(task, env, gold_answer(task))
     assert not verdict.passed and any(p.startswith(f"unexpected change: {other} 1") for p in verdict.problems)
+
+
+def test_tiers_give_single_calls_and_lookup_chains_that_verify(sampled):
+    from toolgym.tasks.tiers import tier_tasks
+
+    basic, multi = [], []
+    for name in sorted(sampled):
+        for i, env in enumerate(sampled[name][:3]):
+            basic += tier_tasks(env, "basic", 3, i)
+            multi += tier_tasks(env, "multi", 2, i)
+    assert basic and multi
+    assert all(len(t.gold_chain) == 1 for t in basic) and all(len(t.gold_chain) == 2 for t in multi)
+    assert any(t.required_answers and not t.expected_changes for t in basic), "basic tier includes lookups"
+    assert any(t.expected_changes for t in basic), "basic tier includes single writes"
+    for t in basic + multi:
+        assert replay(t, t.gold_chain, gold_answer(t)).passed
+    env = sampled["bank"][0]
+    assert [t.instruction for t in tier_tasks(env, "basic", 3, 5)] == [t.instruction for t in tier_tasks(env, "basic", 3, 5)]
+    ids = [t.id for t in tier_tasks(env, "basic", 3, 5)]
+    assert len(set(ids)) == len(ids)

@@ -11,6 +11,7 @@ only way to predict an argument is to copy it from the context rather than to re
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from collections.abc import Iterable, Iterator
@@ -22,7 +23,6 @@ from toolgym.agent.rollout import SYSTEM_PROMPT, tool_messages
 from toolgym.agent.toolcall import format_tool_call, parse_assistant
 from toolgym.envs.environment import Environment, ToolCall
 from toolgym.tasks.model import Task
-from toolgym.tasks.verify import gold_answer
 
 
 class SFTExample(BaseModel):
@@ -101,6 +101,24 @@ def resample_values(example: SFTExample, values: Iterable[str], rng: random.Rand
     return example.model_copy(update={"messages": messages})
 
 
+def quoted_answer(task: Task, context: str) -> str:
+    """The gold answer with each required fact quoted the way the tool results wrote it ("9.2" for 9.20,
+    "train_station" for train station), so a policy that decodes quotations by copying (policy.constrained, copy
+    mode) can say it; a fact written nowhere verbatim (yes for true) stays unquoted."""
+    parts = []
+    for fact in task.required_answers:
+        forms = [fact, fact.replace(" ", "_")]
+        try:
+            number = float(fact)
+        except ValueError:
+            pass
+        else:
+            forms += [json.dumps(number), str(int(number))] if number.is_integer() else [json.dumps(number)]
+        found = next((f for f in forms if f and '"' not in f and f in context), None)
+        parts.append(f'"{found}"' if found else fact)
+    return "Done. " + "; ".join(parts)
+
+
 def sft_example(task: Task, seed: int, fail_p: float = 0.15, plan_p: float = 0.2,
                 resample: bool = False) -> SFTExample:
     """The gold episode of `task` with seeded failure and planning augmentation, and with its copied values
@@ -123,7 +141,8 @@ def sft_example(task: Task, seed: int, fail_p: float = 0.15, plan_p: float = 0.2
         messages.append({"role": "assistant", "content": content})
         train.append(True)
         messages.extend(tool_messages(env, parse_assistant(content)))
-    messages.append({"role": "assistant", "content": gold_answer(task)})
+    tool_text = "\n".join(m["content"] for m in messages if m["role"] == "tool")
+    messages.append({"role": "assistant", "content": quoted_answer(task, tool_text)})
     train.append(True)
     tools = env.openai_tools()
     env.close()

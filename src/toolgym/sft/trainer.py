@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -23,6 +24,8 @@ from toolgym.sft.data import SFTExample
 
 class SFTConfig(BaseModel):
     epochs: int = 1
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (the schedule decays over them); None trains `epochs` full passes."""
     lr: float = 1e-3
     batch_size: int = 8
     max_len: int = 2048
@@ -101,6 +104,8 @@ def train_sft(model_dir: str | Path, examples: Sequence[SFTExample], out_dir: st
     if not data:
         raise ValueError("no SFT example has a trainable token within max_len")
     steps = cfg.epochs * math.ceil(len(data) / cfg.batch_size)
+    if cfg.max_steps is not None:
+        steps = min(steps, cfg.max_steps)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * max(
         0.1, 1 - s / max(1, steps)))
@@ -111,24 +116,24 @@ def train_sft(model_dir: str | Path, examples: Sequence[SFTExample], out_dir: st
                   TimeElapsedColumn(), disable=not show_progress, transient=True) as progress, \
             (out / "sft_metrics.jsonl").open("w") as log:
         job = progress.add_task("sft", total=steps, loss="")
-        for epoch in range(cfg.epochs):
-            for batch in _batches(data, cfg.batch_size, rng):
-                tensors = {k: v.to(cfg.device) for k, v in collate(batch, tokenizer.pad_token_id).items()}
-                loss, own_loss = sft_loss(model, tensors, cfg.context_loss_weight)
-                opt.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                step += 1
-                row = {"step": step, "epoch": epoch, "loss": own_loss.item(), "total_loss": loss.item(),
-                       "lr": sched.get_last_lr()[0], "tokens": sum(len(ids) for ids, _ in batch)}
-                metrics.append(row)
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-                progress.update(job, advance=1, loss=f"loss {row['loss']:.3f}")
-                if cfg.save_every and step % cfg.save_every == 0:
-                    model.save_pretrained(out / f"checkpoint-{step}")
+        schedule = ((epoch, batch) for epoch in range(cfg.epochs) for batch in _batches(data, cfg.batch_size, rng))
+        for epoch, batch in itertools.islice(schedule, steps):
+            tensors = {k: v.to(cfg.device) for k, v in collate(batch, tokenizer.pad_token_id).items()}
+            loss, own_loss = sft_loss(model, tensors, cfg.context_loss_weight)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            row = {"step": step, "epoch": epoch, "loss": own_loss.item(), "total_loss": loss.item(),
+                   "lr": sched.get_last_lr()[0], "tokens": sum(len(ids) for ids, _ in batch)}
+            metrics.append(row)
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            progress.update(job, advance=1, loss=f"loss {row['loss']:.3f}")
+            if cfg.save_every and step % cfg.save_every == 0:
+                model.save_pretrained(out / f"checkpoint-{step}")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return metrics

@@ -28,6 +28,9 @@ class SynthesisConfig:
     max_calls_per_target: int | None = None
     """Longest chain (the target and the lookups it depends on) a target may need; None for no limit. The
     capability axis of a curriculum: short chains first, without paying to synthesize tasks only to discard them."""
+    lookups: bool = False
+    """Also target reads that need no earlier call (a find by a key the user states, then a question about the row):
+    the single-call tasks of the basic tier. Off, a read target needs at least one lookup before it."""
 
     def __post_init__(self) -> None:
         if self.max_calls_per_target is not None and self.max_calls_per_target < 1:
@@ -95,7 +98,7 @@ def synthesize_task(env: Environment, seed: int, config: SynthesisConfig | None 
     limit = config.max_calls_per_target if config.max_calls_per_target is not None else UNREACHABLE
     targets = [t for t in env.tool_names
                if graph.depth[t] < min(UNREACHABLE, limit) and domain.tools[t].kind in TARGET_KINDS
-               and (domain.tools[t].writes or graph.depth[t] > 0)]
+               and (domain.tools[t].writes or graph.depth[t] > 0 or config.lookups)]
     if not targets:
         raise SynthesisFailed(f"environment {env.id} has no tool to build a task on")
     weights = [TARGET_KINDS[domain.tools[t].kind] for t in targets]
