@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
+from collections.abc import Sequence
 from math import comb
 from statistics import fmean
 
@@ -35,6 +37,56 @@ def pass_hat_k(n: int, c: int, k: int) -> float:
     return comb(c, k) / comb(n, k)
 
 
+def task_counts(trajectories: list[Trajectory]) -> dict[tuple[str, str], tuple[int, int]]:
+    """Per (domain, task_id): (trials, passed trials)."""
+    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for t in trajectories:
+        entry = counts[(t.domain, t.task_id)]
+        entry[0] += 1
+        entry[1] += int(t.passed)
+    return {task: (n, c) for task, (n, c) in counts.items()}
+
+
+def task_pass_rates(trajectories: list[Trajectory]) -> dict[tuple[str, str], float]:
+    """Per (domain, task_id): the share of its trials that passed (pass@1 of that task)."""
+    return {task: c / n for task, (n, c) in task_counts(trajectories).items()}
+
+
+def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, samples: int = 2000, seed: int = 0
+                 ) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (one value per task: tasks are the sampled unit)."""
+    if not values:
+        raise ValueError("cannot bootstrap an empty sample")
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(fmean(rng.choices(values, k=n)) for _ in range(samples))
+    tail = (1 - confidence) / 2
+    return means[int(tail * (samples - 1))], means[int((1 - tail) * (samples - 1))]
+
+
+class Comparison(BaseModel):
+    """pass@1 of run B minus run A over the tasks both ran, with a paired bootstrap interval (tasks resampled)."""
+
+    n_tasks: int
+    a: float
+    b: float
+    difference: float
+    ci_low: float
+    ci_high: float
+
+
+def compare_pass_at_1(a: list[Trajectory], b: list[Trajectory], confidence: float = 0.95, seed: int = 0) -> Comparison:
+    """B - A on the shared tasks: pairing by task removes task difficulty from the interval of the difference."""
+    rates_a, rates_b = task_pass_rates(a), task_pass_rates(b)
+    shared = sorted(set(rates_a) & set(rates_b))
+    if not shared:
+        raise ValueError("the two runs share no task")
+    diffs = [rates_b[t] - rates_a[t] for t in shared]
+    low, high = bootstrap_ci(diffs, confidence, seed=seed)
+    return Comparison(n_tasks=len(shared), a=fmean(rates_a[t] for t in shared), b=fmean(rates_b[t] for t in shared),
+                      difference=fmean(diffs), ci_low=low, ci_high=high)
+
+
 class GroupMetrics(BaseModel):
     """Metrics of a group of tasks (a domain or the whole run); pass rates are means over tasks, costs over trials."""
 
@@ -49,17 +101,14 @@ class GroupMetrics(BaseModel):
     avg_turns: float
     avg_tokens: float
     avg_tool_calls: float
+    pass_at_1_ci: tuple[float, float] = Field(description="95% bootstrap interval of pass@1, tasks resampled")
 
 
 def group_metrics(trajectories: list[Trajectory], k: int) -> GroupMetrics:
     """Aggregate trajectories grouped by (domain, task_id); every task uses its own trial count n."""
     if not trajectories:
         raise ValueError("cannot compute metrics of an empty group of trajectories")
-    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
-    for t in trajectories:
-        entry = counts[(t.domain, t.task_id)]
-        entry[0] += 1
-        entry[1] += int(t.passed)
+    counts = task_counts(trajectories)
     short = [task for task, (n, _) in counts.items() if n < k]
     if short:
         raise ValueError(f"k={k} but {len(short)} task(s) have fewer trials, e.g. {short[0][1]!r} ({short[0][0]})")
@@ -76,6 +125,7 @@ def group_metrics(trajectories: list[Trajectory], k: int) -> GroupMetrics:
         avg_turns=fmean(t.n_turns for t in trajectories),
         avg_tokens=fmean(t.n_tokens for t in trajectories),
         avg_tool_calls=fmean(t.n_tool_calls for t in trajectories),
+        pass_at_1_ci=bootstrap_ci([c / n for n, c in counts.values()]),
     )
 
 

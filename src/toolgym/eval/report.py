@@ -181,6 +181,7 @@ td.rate { background: rgba(26,127,55,var(--a)); }
 .extra { display: flex; flex-wrap: wrap; gap: 6px; margin: 0; padding: 0; list-style: none; font-size: 12.5px; }
 .extra li { border: 1px solid var(--line); border-radius: 12px; padding: 1px 9px; }
 .extra b { color: var(--muted); font-weight: 600; margin-right: 4px; }
+.headline { font-size: 15px; border-left: 4px solid #2a7; padding: 6px 12px; background: #f3faf6; }
 .plots { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; align-items: start; }
 .plots figure { margin: 0; border: 1px solid var(--line); border-radius: 8px; padding: 8px; background: #fff; }
 .plots figure:first-child { grid-column: 1 / -1; }
@@ -227,17 +228,21 @@ pre.result { background: #fffdf5; border: 1px solid #eedc9a; }
 <span>policy {{ r.policy }} &middot; k={{ r.k }} &middot; {{ r.n_episodes }} episodes</span></div>
 {% endfor %}</div>
 {% if extra %}<ul class="extra">{% for key, value in extra.items() %}<li><b>{{ key }}</b>{{ value }}</li>{% endfor %}</ul>{% endif %}
-
+{% if headline %}<p class="headline">{{ headline }}</p>{% endif %}
+{% for name, rows in tables.items() %}<h2>{{ name }}</h2>
+<table><thead><tr>{% for key in rows[0] %}<th{% if loop.first %} class="l"{% endif %}>{{ key }}</th>{% endfor %}</tr></thead>
+<tbody>{% for row in rows %}<tr>{% for value in row.values() %}<td{% if loop.first %} class="dom"{% endif %}>{{ value }}</td>{% endfor %}</tr>{% endfor %}</tbody></table>
+{% endfor %}
 <h2>Summary</h2>
 <table>
-<thead><tr><th class="l">Run</th><th class="l">Domain</th><th>Tasks</th><th>Trials</th><th>pass@1</th><th>pass@k</th><th>pass^k</th><th>k</th>
+<thead><tr><th class="l">Run</th><th class="l">Domain</th><th>Tasks</th><th>Trials</th><th>pass@1</th><th>95% CI</th><th>pass@k</th><th>pass^k</th><th>k</th>
 <th>Reward</th><th>Progress</th><th>Turns</th><th>Tokens</th><th>Tool calls</th></tr></thead>
 <tbody>
 {% for r in runs %}{% for domain, m in r.metrics.items() %}
 <tr{% if domain == overall %} class="overall"{% endif %}>{% if loop.first %}<td class="run" rowspan="{{ r.metrics|length }}">
 <span class="swatch" style="background:{{ r.colour }}"></span>{{ r.name }}</td>{% endif %}<td class="dom">{{ domain }}</td>
 <td>{{ m.n_tasks }}</td><td>{{ m.n_trials }}</td>
-{% for v in (m.pass_at_1, m.pass_at_k, m.pass_hat_k) %}<td class="rate" style="--a:{{ '%.2f' % (0.28 * v) }}">{{ '%.1f' % (100 * v) }}%</td>{% endfor %}
+{% for v in (m.pass_at_1, m.pass_at_k, m.pass_hat_k) %}<td class="rate" style="--a:{{ '%.2f' % (0.28 * v) }}">{{ '%.1f' % (100 * v) }}%</td>{% if loop.first %}<td>{{ '%.1f' % (100 * m.pass_at_1_ci[0]) }}&ndash;{{ '%.1f' % (100 * m.pass_at_1_ci[1]) }}%</td>{% endif %}{% endfor %}
 <td>{{ r.k }}</td><td>{{ '%.3f' % m.avg_reward }}</td><td>{{ '%.3f' % m.avg_progress }}</td><td>{{ '%.1f' % m.avg_turns }}</td><td>{{ '%.0f' % m.avg_tokens }}</td><td>{{ '%.1f' % m.avg_tool_calls }}</td></tr>
 {% endfor %}{% endfor %}
 </tbody></table>
@@ -305,7 +310,10 @@ def training_curve_png(rows: list[dict[str, Any]]) -> bytes:
     fig = Figure(figsize=(6.5, 3.6))
     ax = fig.subplots()
     steps = [r["step"] for r in rows]
-    ax.plot(steps, [r["reward"] for r in rows], marker="o", label="mean reward of trained groups")
+    rollout = [(r["step"], r["rollout_reward"]) for r in rows if r.get("rollout_reward") is not None]
+    if rollout:
+        ax.plot(*zip(*rollout), marker="o", label="mean reward of all rollouts since the last step")
+    ax.plot(steps, [r["reward"] for r in rows], marker=".", alpha=0.6, label="mean reward of trained groups")
     ax.plot(steps, [r.get("trainer_idle_fraction", 0.0) for r in rows], linestyle="--", label="trainer idle fraction")
     ax.set_xlabel("RL step")
     ax.set_ylim(0, 1.05)
@@ -317,11 +325,14 @@ def training_curve_png(rows: list[dict[str, Any]]) -> bytes:
 
 def write_report(
     runs: list[EvalRun], out_dir: Path, title: str = "toolgym evaluation", extra: dict[str, Any] | None = None,
-    figures: dict[str, tuple[bytes, str]] | None = None,
+    figures: dict[str, tuple[bytes, str]] | None = None, headline: str | None = None,
+    tables: dict[str, list[dict[str, Any]]] | None = None, data: dict[str, Any] | None = None,
 ) -> Path:
     """Write results.json, trajectories.jsonl, plots/*.png and a self-contained report.html; return the HTML path.
 
-    `figures` adds extra PNGs (stem -> (png bytes, caption)), e.g. a training curve."""
+    `figures` adds extra PNGs (stem -> (png bytes, caption)), e.g. a training curve; `headline` is a sentence shown
+    first; `tables` adds titled tables (rows of the same keys), e.g. RL minus SFT per condition; `data` goes to
+    results.json only (machine-readable figures the tables show)."""
     if not runs:
         raise ValueError("write_report needs at least one run")
     names = [run.name for run in runs]
@@ -347,6 +358,9 @@ def write_report(
         "title": title,
         "generated_at": generated_at,
         "extra": extra,
+        "headline": headline,
+        "tables": to_jsonable_python(tables or {}),
+        **to_jsonable_python(data or {}),
         "runs": [
             {
                 "name": run.name,
@@ -367,6 +381,8 @@ def write_report(
         title=title,
         generated_at=generated_at,
         extra={key: value if isinstance(value, str) else json.dumps(value) for key, value in extra.items()},
+        headline=headline,
+        tables={name: rows for name, rows in (tables or {}).items() if rows},
         overall=OVERALL,
         total=sum(len(run.trajectories) for run in runs),
         runs=[

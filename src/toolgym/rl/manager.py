@@ -65,6 +65,7 @@ class RolloutManager:
         self.finished = 0
         self.error: BaseException | None = None
         self.lock = threading.Lock()
+        self._recent: list[float] = []
 
     def _refill_plan(self) -> None:
         tasks = list(self.tasks.values())
@@ -121,6 +122,7 @@ class RolloutManager:
         """Hand a finished group to the queue; atomic with respect to `snapshot`, so no group is lost or doubled."""
         with self.lock:
             self.tracker.update(group.task_id, group.rewards)
+            self._recent.extend(group.rewards)
             self.queue.put(group)
             self.pending.pop(gid, None)
             self.finished += 1
@@ -153,6 +155,13 @@ class RolloutManager:
             return list(await asyncio.gather(*(self.run_group(client, *self.issue()) for _ in range(n_groups))))
 
         return asyncio.run(batch())
+
+    def take_recent_rewards(self) -> list[float]:
+        """Rewards of every rollout delivered since the last call, trainable or not: the policy's own reward curve
+        (the trained groups alone over-represent tasks that are neither solved nor hopeless)."""
+        with self.lock:
+            recent, self._recent = self._recent, []
+            return recent
 
     def regenerate(self, group: SampleGroup) -> None:
         """Queue a stale group's task again (the SampleQueue's on_stale hook)."""

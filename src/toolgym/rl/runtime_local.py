@@ -180,8 +180,10 @@ class TrainingRun:
         if self.curriculum:
             self.curriculum.update(sum(t.passed for t in trajs) / max(1, len(trajs)))
         q = self.queue.stats()
+        rollouts = self.manager.take_recent_rewards()
         row = {
             "step": self.state.step, "version": self.trainer.version, "reward": sum(t.reward for t in trajs) / max(1, len(trajs)),
+            "rollout_reward": sum(rollouts) / len(rollouts) if rollouts else None, "rollouts": len(rollouts),
             "pass_rate_by_domain": {d: sum(v) / len(v) for d, v in by_domain.items()},
             "staleness": dict(Counter(self.trainer.version - 1 - t.min_version for t in trajs)),
             "queue_depth": q.depth, "dropped_stale": q.dropped_stale, "dropped_no_signal": q.dropped_no_signal,
@@ -260,7 +262,7 @@ def train_from_config(cfg: RLConfig, resume: bool = False, show_progress: bool =
 
         make_policy: Callable[[], Policy] = partial(VLLMPolicy, cfg.model)
     else:
-        make_policy = partial(HFPolicy, cfg.model, device=cfg.trainer.device)
+        make_policy = partial(HFPolicy, cfg.model, device=cfg.trainer.device, constrain=cfg.constrain)
     if cfg.runtime == "ray":
         from toolgym.rl.runtime_ray import RayTrainingRun
 

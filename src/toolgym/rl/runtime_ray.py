@@ -181,6 +181,10 @@ class ManagerActor:
         """The policy's weights version."""
         return self.policy.version
 
+    def take_recent_rewards(self) -> list[float]:
+        """RolloutManager.take_recent_rewards."""
+        return self.manager.take_recent_rewards()
+
     def error(self) -> BaseException | None:
         """The exception that stopped streaming, if any."""
         return self.manager.error
@@ -222,6 +226,10 @@ class ManagerClient:
     def load_state_dict(self, state: dict) -> None:
         """Restore the manager's checkpoint state."""
         ray.get(self.actor.load_state_dict.remote(state))
+
+    def take_recent_rewards(self) -> list[float]:
+        """Rewards of every rollout the actor delivered since the last call."""
+        return ray.get(self.actor.take_recent_rewards.remote())
 
     def sync(self, step: int) -> None:
         """Push the driver's step and its curricula (`self.curriculum`, `self.noise`) to the actor."""
