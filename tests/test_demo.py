@@ -16,14 +16,14 @@ from toolgym.demo_config import DemoConfig
 from toolgym.jsonl import read_jsonl
 from toolgym.tasks.model import Task
 
-SMALL = dict(envs_per_domain=6, heldout_envs=3, tasks_per_env=2, vocab_size=600, hidden_size=32, layers=1,
-             sft_epochs=1, rl_steps=1, rl_max_wait=5.0, groups_per_step=1, group_size=2, eval_k=1, heavy_k=2,
-             max_turns=2, max_new_tokens=16)
+SMALL = dict(envs_per_domain=6, heldout_envs=3, basic_per_env=2, multi_per_env=1, heldout_basic_per_env=2,
+             heldout_multi_per_env=1, train_eval_tasks=4, sft_steps=2, rl_steps=1, rl_max_wait=5.0, groups_per_step=1,
+             group_size=2, eval_k=1, heavy_k=2, max_turns=2, max_new_tokens=16)
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> tuple[DemoConfig, Path]:
-    cfg = DemoConfig(out=tmp_path_factory.mktemp("demo"), **SMALL)
+def demo_run(tmp_path_factory, tiny_dir) -> tuple[DemoConfig, Path]:
+    cfg = DemoConfig(out=tmp_path_factory.mktemp("demo"), base=tiny_dir, **SMALL)
     threads = torch.get_num_threads()
     main(cfg)
     torch.set_num_threads(threads)
@@ -37,7 +37,7 @@ def test_heldout_tasks_come_from_environments_never_trained_on(demo_run):
     assert train and held
     assert not {t.env.id for t in train} & {t.env.id for t in held}
     assert {t.env.domain for t in train + held} <= set(cfg.train_domains)
-    assert all(len(t.gold_chain) <= cfg.max_chain for t in train + held)
+    assert {len(t.gold_chain) for t in train + held} == {1, 2}, "both tiers: single calls and lookup + call"
 
 
 def test_every_evaluation_is_in_the_report(demo_run):
@@ -45,28 +45,33 @@ def test_every_evaluation_is_in_the_report(demo_run):
     results = json.loads((out / "report" / "results.json").read_text())
     held = list(read_jsonl(out / "heldout_tasks.jsonl", Task))
     names = [run["name"] for run in results["runs"]]
-    assert names[:2] == ["sft:clean", "sft:noisy"]
+    conditions = ["held-out basic clean", "held-out basic noisy", "held-out multi clean", "train basic clean",
+                  "held-out basic clean, free decoding"]
+    assert names[:5] == [f"sft {c}" for c in conditions]
     assert any(n.startswith(f"heavy@{cfg.heavy_k}") for n in names)
     assert any(n.startswith(f"self-consistency@{cfg.heavy_k}") for n in names)
-    for run in results["runs"][:2]:
-        assert run["n_episodes"] == len(held) * cfg.eval_k
+    basic = [t for t in held if len(t.gold_chain) == 1]
+    assert results["runs"][0]["n_episodes"] == len(basic) * cfg.eval_k
+    assert results["runs"][2]["n_episodes"] == (len(held) - len(basic)) * cfg.eval_k
     extra = results["extra"]
-    assert extra["heldout_tasks"] == len(held)
-    if extra["rl_steps"]:
-        assert {"rl:clean", "rl:noisy"} <= set(names)
-    else:
-        assert extra["rl_stopped_reason"] and not any(n.startswith("rl:") for n in names)
     html = (out / "report" / "report.html").read_text()
+    assert extra["heldout_basic_tasks"] == len(basic)
+    if extra["rl_steps"]:
+        assert [f"rl {c}" for c in conditions] == names[5:10]
+        assert set(results["rl_minus_sft"]) == set(conditions)
+        assert "After RL" in results["headline"] and results["headline"] in html
+    else:
+        assert extra["rl_stopped_reason"] and not any(n.startswith("rl ") for n in names)
     assert all(name in html for name in names)
-    assert set(extra["timings_s"]) >= {"tasks", "sft", "eval sft", "rl", "heavy"}
+    assert set(results["timings_s"]) >= {"tasks", "base", "sft", "eval sft", "rl", "heavy"}
 
 
 def test_task_sets_depend_only_on_the_seed():
     cfg = DemoConfig(**SMALL)
 
     def ids(c: DemoConfig) -> list[tuple[str, str]]:
-        train, held, _ = task_sets(c)
-        return [(t.env.id, t.instruction) for t in train + held]
+        sets, _ = task_sets(c)
+        return [(t.env.id, t.instruction) for group in sets.values() for t in group]
 
     first = ids(cfg)
     assert ids(cfg) == first
@@ -76,7 +81,8 @@ def test_task_sets_depend_only_on_the_seed():
 @pytest.mark.parametrize("change, field", [
     ({"heldout_envs": 6}, "heldout_envs"),
     ({"train_domains": ("airline", "nope")}, "nope"),
-    ({"sft_epochs": 0}, "sft_epochs"),
+    ({"sft_steps": 0}, "sft_steps"),
+    ({"constrain": "json"}, "constrain"),
     ({"group_size": 1}, "group_size"),
 ])
 def test_demo_config_rejects_what_the_pipeline_cannot_run(change, field):

@@ -329,6 +329,26 @@ def build_tiny(
     console.print(f"tiny model -> {path}")
 
 
+@app.command("pretrain")
+def pretrain_cmd(
+    recipe: Annotated[str, typer.Option(help="Named recipe (toolgym.policy.pretrain.RECIPES).")] = "tiny",
+    out: Annotated[Path, typer.Option(help="Output model directory (an ordinary HF checkpoint).")] = Path("runs/base"),
+    steps: Annotated[Optional[int], typer.Option(help="Override the recipe's optimizer steps.", min=1)] = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Train the embedded default base model from scratch with a seeded recipe. toolgym ships the output of
+    `toolgym pretrain --recipe tiny --seed 0` as its base checkpoint, which `toolgym demo` starts from."""
+    from toolgym.policy.pretrain import RECIPES, pretrain
+
+    if recipe not in RECIPES:
+        raise typer.BadParameter(f"unknown recipe '{recipe}'; recipes: {', '.join(RECIPES)}")
+    chosen = RECIPES[recipe].model_copy(update={"seed": seed, **({"steps": steps} if steps else {})})
+    console.print(f"pretraining recipe '{recipe}' (seed {seed}, {chosen.steps} steps) into {out}")
+    figures = pretrain(chosen, out)
+    console.print(f"{figures['steps']} steps on {figures['tasks']} tasks, loss {figures['first_loss']:.2f} -> "
+                  f"{figures['final_loss']:.2f}, {figures['wall_seconds'] / 60:.1f} min; model -> {out}")
+
+
 @app.command("sft")
 def sft_cmd(
     model: Annotated[Path, typer.Option(help="Model directory to fine-tune.", exists=True)],
@@ -371,10 +391,16 @@ def demo_cmd(
         help=f"Built-in domain to train and hold out on, repeatable (default: {', '.join(DEMO.train_domains)}).")] = None,
     envs_per_domain: Annotated[int, typer.Option(help="Environments sampled per built-in domain.")] = DEMO.envs_per_domain,
     heldout_envs: Annotated[int, typer.Option(help="Environments per training domain kept for held-out tasks.")] = DEMO.heldout_envs,
-    hidden_size: Annotated[int, typer.Option(help="Width of the tiny model trained from scratch.", min=16)] = DEMO.hidden_size,
-    layers: Annotated[int, typer.Option(help="Transformer layers of the tiny model.")] = DEMO.layers,
-    sft_epochs: Annotated[int, typer.Option(help="Cold-start SFT passes over the gold trajectories.")] = DEMO.sft_epochs,
+    from_scratch: Annotated[bool, typer.Option(
+        "--from-scratch", help="Pretrain the base model with `toolgym pretrain --recipe tiny` (about half an hour on 2 "
+                               "cores) instead of starting from the shipped checkpoint.")] = False,
+    base: Annotated[Optional[Path], typer.Option(help="Start SFT from this checkpoint instead (any local causal LM "
+                                                      "directory with a chat template).", exists=True)] = None,
+    sft_steps: Annotated[int, typer.Option(help="SFT optimizer steps on the training tasks.")] = DEMO.sft_steps,
     rl_steps: Annotated[int, typer.Option(help="Asynchronous GSPO trainer steps.")] = DEMO.rl_steps,
+    constrain: Annotated[str, typer.Option(
+        help="Tool-call decoding for rollouts and evaluation: copy (values copied from the conversation), schema, or "
+             "none; held-out basic tasks are also evaluated with none.")] = DEMO.constrain,
     rl_progress_reward: Annotated[float, typer.Option(
         help="Reward per unit of gold-chain progress for a failed RL episode (0: pass/fail only; below 0.5).")
     ] = DEMO.rl_progress_reward,
@@ -384,15 +410,19 @@ def demo_cmd(
     device: Annotated[str, typer.Option(
         help="Torch device for training and rollouts: cpu, cuda, cuda:N or mps.")] = DEMO.device,
 ) -> None:
-    """The end-to-end demo `make demo` runs: environments, tasks, tiny model, SFT, async GSPO, evaluation, report.
+    """The end-to-end demo `make demo` runs: environments, tasks, base model, SFT, async GSPO, evaluation, report.
 
-    The defaults fit 15 minutes on 2 CPU cores; raise the model size, SFT epochs or RL steps when you have longer."""
+    The defaults fit 15 minutes on 2 CPU cores; raise --sft-steps or --rl-steps when you have longer."""
     from toolgym.demo import main
 
     chosen = {"train_domains": tuple(train_domain)} if train_domain else {}
+    if from_scratch and base is not None:
+        raise typer.BadParameter("--from-scratch and --base exclude each other")
+    if from_scratch or base is not None:
+        chosen["base"] = base
     try:
         cfg = DemoConfig(out=out, seed=seed, envs_per_domain=envs_per_domain, heldout_envs=heldout_envs,
-                         hidden_size=hidden_size, layers=layers, sft_epochs=sft_epochs, rl_steps=rl_steps,
+                         sft_steps=sft_steps, rl_steps=rl_steps, constrain=constrain,
                          rl_progress_reward=rl_progress_reward, rl_max_wait=rl_max_wait, heavy_k=heavy_k, device=device, **chosen)
     except ValidationError as exc:
         raise typer.BadParameter("; ".join(problems(exc, "config"))) from None

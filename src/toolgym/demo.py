@@ -1,14 +1,16 @@
-"""`make demo`: the whole system end to end on the embedded default, on CPU.
+"""`make demo`: the whole system end to end on the embedded default, on CPU, showing that training helps.
 
-1. environment scaling: every built-in domain compiled, environments sampled, tasks synthesized and verified;
-2. train / held-out task sets (short chains, short contexts: the tiny model's world);
-3. the tiny model built from scratch (tokenizer trained on the task corpus, random Qwen2-style weights);
-4. cold-start SFT on environment-grounded gold trajectories;
-5. evaluation of the SFT model on held-out tasks, clean and noisy;
-6. asynchronous GSPO (DORA-style: streaming rollouts, staleness-bounded queue);
-7. the same evaluation of the RL model;
-8. single vs self-consistency@K vs agentic Heavy Thinking@K with the final model, and one HTML report with the
-   training curve.
+1. environment scaling: the training domains' environments sampled, basic- and multi-tier tasks synthesized and
+   verified; the first `heldout_envs` environments of each domain give the held-out tasks and are never trained on;
+2. the base model: the shipped `toolgym pretrain --recipe tiny` checkpoint (trained on other domains), or the same
+   recipe run from scratch;
+3. cold-start SFT on environment-grounded gold trajectories of the training environments;
+4. evaluation of the SFT model: held-out basic tier clean and noisy, held-out multi tier, training tasks, and held-out
+   basic with free (unconstrained) decoding;
+5. asynchronous GSPO (DORA-style: streaming rollouts, staleness-bounded queue) on the training tasks;
+6. the same evaluation of the RL model, and RL minus SFT per condition with paired bootstrap intervals;
+7. single vs self-consistency@K vs agentic Heavy Thinking@K vs best-of-K (oracle) with the RL model;
+8. one HTML report with the reward curve and a sentence saying what improved.
 Everything lands in runs/demo/.
 """
 
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-import statistics
 import time
 from pathlib import Path
 
@@ -27,16 +28,17 @@ from transformers import AutoTokenizer
 
 from toolgym.agent.rollout import RolloutConfig
 from toolgym.demo_config import DemoConfig
-from toolgym.domains import builtin_names, load_domain
+from toolgym.domains import load_domain
 from toolgym.envs.sample import EnvironmentSampler
-from toolgym.eval.report import training_curve_png, write_report
 from toolgym.eval.heavy import evaluate_heavy
+from toolgym.eval.metrics import Comparison, EvalRun, compare_pass_at_1
+from toolgym.eval.report import training_curve_png, write_report
 from toolgym.eval.runner import evaluate
 from toolgym.heavy.agentic import AgenticHeavyConfig
 from toolgym.jsonl import write_jsonl
 from toolgym.policy.base import SamplingParams
 from toolgym.policy.hf import HFPolicy
-from toolgym.policy.tiny import build_tiny_model, corpus_from_tasks
+from toolgym.policy.pretrain import RECIPES, pretrain
 from toolgym.rl.config import RLConfig, TrainerConfig
 from toolgym.rl.manager import ManagerConfig
 from toolgym.rl.runtime_local import TrainingRun
@@ -45,51 +47,66 @@ from toolgym.sft.data import sft_examples
 from toolgym.sft.trainer import SFTConfig, train_sft
 from toolgym.tasks.model import Task
 from toolgym.tasks.perturb import drop_last_write
-from toolgym.tasks.synthesize import SynthesisConfig, SynthesisFailed, synthesize_task
+from toolgym.tasks.tiers import tier_tasks
 from toolgym.tasks.verify import gold_answer, replay
 
-
-def _short(tasks: list[Task], cfg: DemoConfig) -> list[Task]:
-    """The tiny model's world: tasks whose rendered gold episode is at most `max_chars` long."""
-    return [t for t, text in zip(tasks, corpus_from_tasks(tasks)) if len(text) <= cfg.max_chars]
+TaskSets = dict[str, list[Task]]
+"""'train', 'heldout basic', 'heldout multi'."""
 
 
-def task_sets(cfg: DemoConfig) -> tuple[list[Task], list[Task], Table]:
-    """Every domain: sample environments, synthesize one task per environment (one target, a chain of at most
-    `max_chain` calls) and verify it (gold replay passes, dropping the last write fails). Training domains: the first
-    `heldout_envs` environments give the held-out tasks, the others `tasks_per_env` training tasks each, so held-out
-    tasks live in environments never trained on."""
-    table = Table("domain", "tools", "envs", "tools/env", "tasks", "gold pass", "broken fails")
-    synthesis = SynthesisConfig(target_counts=(1,), target_weights=(1.0,), max_calls_per_target=cfg.max_chain)
-    train, held = [], []
-    for name in builtin_names():
+def task_sets(cfg: DemoConfig) -> tuple[TaskSets, Table]:
+    """Per training domain: environments sampled with the demo's seed; the first `heldout_envs` give held-out basic
+    and multi tasks, the others training tasks of both tiers. Every task is verified (its gold chain passes;
+    dropping its last write fails)."""
+    table = Table("domain", "tools", "envs", "train basic", "train multi", "held-out basic", "held-out multi",
+                  "gold pass", "broken fails")
+    sets: TaskSets = {"train": [], "heldout basic": [], "heldout multi": []}
+    for name in cfg.train_domains:
         domain = load_domain(name)
-        envs = list(EnvironmentSampler(domain, cfg.seed).sample_many(cfg.envs_per_domain))
-        per_env: list[list[Task]] = []
-        for i, env in enumerate(envs):
-            n = cfg.tasks_per_env if name in cfg.train_domains and i >= cfg.heldout_envs else 1
-            found: dict[str, Task] = {}
-            for j in range(n):
-                try:
-                    task = synthesize_task(env, (cfg.seed * 7919 + i) * 100 + j, synthesis, task_id=f"{env.id}-t{j}")
-                except SynthesisFailed:
-                    continue
-                found.setdefault(task.instruction, task)
-            per_env.append(list(found.values()))
-        tasks = [t for found in per_env for t in found]
+        found: TaskSets = {key: [] for key in sets}
+        for i, env in enumerate(EnvironmentSampler(domain, cfg.seed).sample_many(cfg.envs_per_domain)):
+            env_seed = cfg.seed * 7919 + i
+            if i < cfg.heldout_envs:
+                found["heldout basic"] += tier_tasks(env, "basic", cfg.heldout_basic_per_env, env_seed)
+                found["heldout multi"] += tier_tasks(env, "multi", cfg.heldout_multi_per_env, env_seed)
+            else:
+                found["train"] += tier_tasks(env, "basic", cfg.basic_per_env, env_seed)
+                found["train"] += tier_tasks(env, "multi", cfg.multi_per_env, env_seed)
+            env.close()
+        tasks = [t for group in found.values() for t in group]
         passed = sum(replay(t, t.gold_chain, gold_answer(t)).passed for t in tasks)
         writing = [t for t in tasks if t.expected_changes]
         broken = sum(not replay(t, drop_last_write(t, domain), gold_answer(t)).passed for t in writing)
-        table.add_row(name, str(len(domain.tools)), str(len(envs)),
-                      f"{statistics.mean(len(e.tool_names) for e in envs):.1f}", str(len(tasks)),
+        tiers = {key: [len(t.gold_chain) for t in group] for key, group in found.items()}
+        table.add_row(name, str(len(domain.tools)), str(cfg.envs_per_domain), str(tiers["train"].count(1)),
+                      str(tiers["train"].count(2)), str(len(found["heldout basic"])), str(len(found["heldout multi"])),
                       f"{passed}/{len(tasks)}", f"{broken}/{len(writing)}")
-        if name in cfg.train_domains:
-            held.extend(_short([t for found in per_env[:cfg.heldout_envs] for t in found], cfg))
-            train.extend(_short([t for found in per_env[cfg.heldout_envs:] for t in found], cfg))
-        for env in envs:
-            env.close()
-    random.Random(cfg.seed).shuffle(train)
-    return train, held, table
+        for key in sets:
+            sets[key] += found[key]
+    rng = random.Random(cfg.seed)
+    for group in sets.values():  # domains interleaved, so any prefix (the heavy comparison's subset) mixes them
+        rng.shuffle(group)
+    return sets, table
+
+
+def evaluations(cfg: DemoConfig, sets: TaskSets) -> list[tuple[str, list[Task], str, str]]:
+    """(condition, tasks, noise mode, decoding) of every evaluation the SFT and RL models both get."""
+    train_basic = [t for t in sets["train"] if len(t.gold_chain) == 1][:cfg.train_eval_tasks]
+    return [("held-out basic clean", sets["heldout basic"], "none", cfg.constrain),
+            ("held-out basic noisy", sets["heldout basic"], "all", cfg.constrain),
+            ("held-out multi clean", sets["heldout multi"], "none", cfg.constrain),
+            ("train basic clean", train_basic, "none", cfg.constrain),
+            ("held-out basic clean, free decoding", sets["heldout basic"], "none", "none")]
+
+
+def improvement_sentence(comparisons: dict[str, Comparison]) -> str:
+    """One sentence on what RL changed, read off the paired intervals."""
+    parts = []
+    for condition, c in comparisons.items():
+        verdict = ("rose" if c.ci_low > 0 else "fell" if c.ci_high < 0 else "did not change significantly")
+        parts.append(f"{condition} {verdict} ({c.a:.2f} -> {c.b:.2f}, difference {c.difference:+.2f}, "
+                     f"95% CI [{c.ci_low:+.2f}, {c.ci_high:+.2f}], {c.n_tasks} tasks)")
+    return "After RL, held-out pass@1 " + "; ".join(parts) + "."
 
 
 def main(cfg: DemoConfig = DemoConfig()) -> None:
@@ -102,60 +119,67 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
     timings: dict[str, float] = {}
 
     def lap(name: str, t0: float) -> None:
-        timings[name] = time.perf_counter() - t0
+        timings[name] = round(time.perf_counter() - t0, 1)
         console.print(f"[green]done[/green] {name} in {timings[name]:.0f}s")
 
     t0 = time.perf_counter()
-    console.rule("1-2. environment scaling and task sets")
-    train, held, table = task_sets(cfg)
+    console.rule("1. environment scaling and task sets")
+    sets, table = task_sets(cfg)
     console.print(table)
-    write_jsonl(out / "train_tasks.jsonl", train)
-    write_jsonl(out / "heldout_tasks.jsonl", held)
-    console.print(f"{len(train)} training tasks, {len(held)} held-out tasks (different environments)")
+    write_jsonl(out / "train_tasks.jsonl", sets["train"])
+    write_jsonl(out / "heldout_tasks.jsonl", sets["heldout basic"] + sets["heldout multi"])
+    console.print(f"{len(sets['train'])} training tasks; held-out: {len(sets['heldout basic'])} basic, "
+                  f"{len(sets['heldout multi'])} multi (environments never trained on)")
     lap("tasks", t0)
 
     t0 = time.perf_counter()
-    console.rule("3. tiny model from scratch")
-    tiny = build_tiny_model(corpus_from_tasks(train), out / "tiny", cfg.vocab_size, cfg.hidden_size, cfg.layers,
-                            max_position_embeddings=4096, seed=cfg.seed)
-    lap("tiny model", t0)
+    if cfg.base is None:
+        console.rule("2. base model: pretraining from scratch (toolgym pretrain --recipe tiny)")
+        base = out / "base"
+        pretrain(RECIPES["tiny"].model_copy(update={"seed": cfg.seed}), base)
+    else:
+        console.rule(f"2. base model: {cfg.base}")
+        base = cfg.base
+    lap("base", t0)
 
     t0 = time.perf_counter()
-    console.rule("4. cold-start SFT")
-    examples = list(sft_examples(train, cfg.seed))
+    console.rule("3. cold-start SFT")
+    examples = list(sft_examples(sets["train"], cfg.seed, variants=cfg.sft_variants, plan_p=0.0))
     write_jsonl(out / "sft_data.jsonl", examples)
-    sft_metrics = train_sft(tiny, examples, out / "sft", SFTConfig(
-        epochs=cfg.sft_epochs, lr=cfg.sft_lr, batch_size=cfg.sft_batch, warmup_steps=20,
+    sft_metrics = train_sft(base, examples, out / "sft", SFTConfig(
+        epochs=cfg.sft_steps, max_steps=cfg.sft_steps, lr=cfg.sft_lr, batch_size=cfg.sft_batch, warmup_steps=20,
         context_loss_weight=cfg.sft_context_weight, seed=cfg.seed, device=cfg.device))
     console.print(f"SFT: {len(sft_metrics)} steps, loss {sft_metrics[0]['loss']:.2f} -> {sft_metrics[-1]['loss']:.2f}")
     lap("sft", t0)
 
     rollout = RolloutConfig(max_turns=cfg.max_turns, max_total_tokens=4096, progress_reward=cfg.rl_progress_reward,
                             sampling=SamplingParams(temperature=1.0, max_new_tokens=cfg.max_new_tokens))
-    eval_rollout = rollout.model_copy(update={"progress_reward": 0.0, "sampling": SamplingParams(temperature=0.7,
-                                                                         max_new_tokens=cfg.max_new_tokens,
-                                                                         seed=cfg.seed)})
+    eval_rollout = rollout.model_copy(update={"progress_reward": 0.0, "sampling": SamplingParams(
+        temperature=0.7, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)})
+    conditions = evaluations(cfg, sets)
 
-    def evaluate_model(path: Path, tag: str) -> list:
-        policy = HFPolicy(path, device=cfg.device)
-        return [evaluate(policy, held, cfg.eval_k, mode, 0.5, eval_rollout, cfg.seed, name=f"{tag}:{label}",
-                         policy_name=str(path)) for mode, label in (("none", "clean"), ("all", "noisy"))]
+    def evaluate_model(path: Path, tag: str) -> list[EvalRun]:
+        policies = {mode: HFPolicy(path, device=cfg.device, constrain=mode) for mode in {c[3] for c in conditions}}
+        return [evaluate(policies[decoding], tasks, cfg.eval_k, noise, 0.5, eval_rollout, cfg.seed,
+                         name=f"{tag} {condition}", policy_name=str(path))
+                for condition, tasks, noise, decoding in conditions if tasks]
 
     t0 = time.perf_counter()
-    console.rule("5. evaluate SFT model")
+    console.rule("4. evaluate the SFT model")
     before = evaluate_model(out / "sft", "sft")
     lap("eval sft", t0)
 
     t0 = time.perf_counter()
-    console.rule("6. asynchronous GSPO")
+    console.rule("5. asynchronous GSPO")
     rl_cfg = RLConfig(model=str(out / "sft"), tasks=str(out / "train_tasks.jsonl"), out=str(out / "rl"),
-                      steps=cfg.rl_steps, groups_per_step=cfg.groups_per_step, checkpoint_every=4,
-                      max_wait_seconds=cfg.rl_max_wait,
+                      steps=cfg.rl_steps, groups_per_step=cfg.groups_per_step, checkpoint_every=8,
+                      max_wait_seconds=cfg.rl_max_wait, constrain=cfg.constrain,
                       manager=ManagerConfig(group_size=cfg.group_size, inflight_groups=2 * cfg.groups_per_step,
                                             seed=cfg.seed),
                       trainer=TrainerConfig(lr=cfg.rl_lr, device=cfg.device), rollout=rollout, seed=cfg.seed)
     trainer = Trainer(rl_cfg.model, rl_cfg.trainer)
-    run = TrainingRun(rl_cfg, train, HFPolicy(rl_cfg.model, device=cfg.device), trainer)
+    run = TrainingRun(rl_cfg, sets["train"], HFPolicy(rl_cfg.model, device=cfg.device, constrain=cfg.constrain),
+                      trainer)
     trainer.publish = run.policy.set_weights
     summary = run.run()
     trainer.model.save_pretrained(out / "rl" / "model")
@@ -166,34 +190,54 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
         console.print(f"[yellow]RL stopped early: {summary.stopped_reason}[/yellow]")
     lap("rl", t0)
 
-    after = []
+    after: list[EvalRun] = []
+    comparisons: dict[str, Comparison] = {}
     if summary.steps:
         t0 = time.perf_counter()
-        console.rule("7. evaluate RL model")
+        console.rule("6. evaluate the RL model")
         after = evaluate_model(out / "rl" / "model", "rl")
+        comparisons = {b.name.removeprefix("sft "): compare_pass_at_1(b.trajectories, a.trajectories, seed=cfg.seed)
+                       for b, a in zip(before, after)}
         lap("eval rl", t0)
 
     t0 = time.perf_counter()
-    console.rule(f"8. single vs self-consistency@{cfg.heavy_k} vs heavy@{cfg.heavy_k}")
+    console.rule(f"7. single vs self-consistency@{cfg.heavy_k} vs heavy@{cfg.heavy_k} vs best-of-{cfg.heavy_k}")
     final = out / "rl" / "model" if summary.steps else out / "sft"
-    heavy = evaluate_heavy(HFPolicy(final, device=cfg.device), held, 1, cfg.heavy_k, rollout=eval_rollout, seed=cfg.seed,
-                           config=AgenticHeavyConfig(temperature=1.0, summary_max_new_tokens=2 * cfg.max_new_tokens,
+    heavy = evaluate_heavy(HFPolicy(final, device=cfg.device, constrain=cfg.constrain),
+                           sets["heldout basic"][:cfg.heavy_tasks], 1,
+                           cfg.heavy_k, rollout=eval_rollout, seed=cfg.seed,
+                           config=AgenticHeavyConfig(temperature=1.0, summary_max_new_tokens=cfg.max_new_tokens,
                                                      seed=cfg.seed),
-                           policy_name=str(final), suffix=f" ({'rl' if summary.steps else 'sft'})")
+                           policy_name=str(final), suffix=f" ({'rl' if summary.steps else 'sft'}, held-out basic)")
     lap("heavy", t0)
 
     rows = [json.loads(line) for line in (out / "rl" / "metrics.jsonl").read_text().splitlines()]
-    figures = {"training_curve": (training_curve_png(rows), "RL training curve")} if rows else {}
+    figures = {"training_curve": (training_curve_png(rows), "RL reward per trainer step")} if rows else {}
+    sentence = improvement_sentence(comparisons) if comparisons else f"RL did not run: {summary.stopped_reason}"
+    rl_minus_sft = [{"condition": k, "tasks": c.n_tasks, "sft pass@1": f"{c.a:.3f}", "rl pass@1": f"{c.b:.3f}",
+                     "difference": f"{c.difference:+.3f}", "95% CI": f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}]"}
+                    for k, c in comparisons.items()]
     html = write_report([*before, *after, *heavy], out / "report", title="toolgym demo: tiny model, SFT then async GSPO",
-                        extra={"train_tasks": len(train), "heldout_tasks": len(held), "timings_s": timings,
-                               "rl_steps": summary.steps, "rl_stopped_reason": summary.stopped_reason},
-                        figures=figures)
-    result = Table("run", "pass@1", f"pass@{cfg.eval_k}", f"pass^{cfg.eval_k}", "reward", "progress", "turns")
+                        extra={"what_improved": sentence, "train_tasks": len(sets["train"]),
+                               "heldout_basic_tasks": len(sets["heldout basic"]),
+                               "heldout_multi_tasks": len(sets["heldout multi"]), "base": str(base),
+                               "decoding": cfg.constrain, "rl_steps": summary.steps,
+                               "rl_stopped_reason": summary.stopped_reason,
+                               **({"heldout_basic_gain_per_rl_cpu_minute": round(
+                                   comparisons["held-out basic clean"].difference
+                                   / (timings["rl"] / 60 * torch.get_num_threads()), 4)}
+                                  if "held-out basic clean" in comparisons else {})},
+                        figures=figures, headline=sentence, data={"timings_s": timings, "rl_minus_sft": {
+                            k: c.model_dump() for k, c in comparisons.items()}},
+                        tables={"RL minus SFT (paired by task, bootstrap 95% CI)": rl_minus_sft,
+                                "Wall time per stage (s)": [timings]})
+    result = Table("run", "episodes", "pass@1 [95% CI]", f"pass^{cfg.eval_k}", "progress")
     for r in [*before, *after, *heavy]:
         m = r.metrics()["overall"]
-        result.add_row(r.name, f"{m.pass_at_1:.3f}", f"{m.pass_at_k:.3f}", f"{m.pass_hat_k:.3f}",
-                       f"{m.avg_reward:.3f}", f"{m.avg_progress:.3f}", f"{m.avg_turns:.1f}")
+        result.add_row(r.name, str(m.n_trials), f"{m.pass_at_1:.3f} [{m.pass_at_1_ci[0]:.3f}, {m.pass_at_1_ci[1]:.3f}]",
+                       f"{m.pass_hat_k:.3f}", f"{m.avg_progress:.3f}")
     console.print(result)
+    console.print(sentence)
     console.print(f"report -> {html}; total wall time {time.perf_counter() - start:.0f}s")
 
 

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from toolgym.device import Device
 from toolgym.domains import builtin_names
+from toolgym.policy.constrained import ConstraintMode
+from toolgym.assets import TINY_BASE
 
 
 class DemoConfig(BaseModel):
@@ -19,30 +21,40 @@ class DemoConfig(BaseModel):
     seed: int = 0
     envs_per_domain: int = 48
     train_domains: tuple[str, ...] = Field(("airline", "bank", "food_delivery"), min_length=1)
-    tasks_per_env: int = Field(6, ge=1)
     heldout_envs: int = 12
-    max_chain: int = Field(2, ge=1)
-    max_chars: int = 3000
-    vocab_size: int = 4000
-    hidden_size: int = 128
-    layers: int = Field(4, ge=1)
-    sft_epochs: int = Field(3, ge=1)
-    sft_batch: int = Field(4, ge=1)
-    sft_lr: float = 4e-3
+    basic_per_env: int = Field(6, ge=1)
+    """Basic-tier (single-call) training tasks per training environment."""
+    multi_per_env: int = Field(2, ge=0)
+    """Multi-tier (lookup then call) training tasks per training environment."""
+    heldout_basic_per_env: int = Field(4, ge=1)
+    heldout_multi_per_env: int = Field(1, ge=0)
+    train_eval_tasks: int = Field(40, ge=1)
+    """Training tasks evaluated beside the held-out ones (the gap says how much is memorised)."""
+    base: Path | None = TINY_BASE
+    """Checkpoint SFT starts from: the shipped `toolgym pretrain --recipe tiny` output; None pretrains from scratch
+    (the same recipe, about half an hour on 2 cores) into out/base first."""
+    sft_steps: int = Field(200, ge=1)
+    sft_batch: int = Field(8, ge=1)
+    sft_lr: float = 1e-3
     sft_context_weight: float = 0.25
-    rl_steps: int = Field(12, ge=1)
-    rl_lr: float = 5e-5
-    rl_progress_reward: float = Field(0.3, ge=0.0, lt=0.5)
-    """Reward per unit of gold-chain progress for a failed RL episode: a freshly SFT-ed tiny model rarely passes, and
-    groups of equal zero rewards teach nothing. Evaluation rewards stay pass/fail."""
+    sft_variants: int = Field(2, ge=1)
+    constrain: ConstraintMode = "copy"
+    """Tool-call decoding for rollouts and evaluation (policy.constrained); held-out basic tasks are also evaluated
+    with free decoding ("none") so both are reported."""
+    rl_steps: int = Field(16, ge=1)
+    rl_lr: float = 2e-4
+    rl_progress_reward: float = Field(0.0, ge=0.0, lt=0.5)
+    """Reward per unit of gold-chain progress for a failed RL episode (0: pass/fail only)."""
     rl_max_wait: float = 120.0
     groups_per_step: int = Field(4, ge=1)
-    group_size: int = Field(4, ge=2)
+    group_size: int = Field(8, ge=2)
     """Rollouts per task: GSPO's advantage compares rollouts of one task, so a group needs at least two."""
-    eval_k: int = Field(2, ge=1)
+    eval_k: int = Field(1, ge=1)
     heavy_k: int = Field(4, ge=1)
+    heavy_tasks: int = Field(60, ge=1)
+    """Held-out basic tasks of the single / self-consistency / heavy / best-of-K comparison (K+2 rollouts each)."""
     max_turns: int = Field(4, ge=1)
-    max_new_tokens: int = Field(64, ge=1)
+    max_new_tokens: int = Field(96, ge=1)
     device: Device = "cpu"
 
     @field_validator("train_domains")
