@@ -94,7 +94,7 @@ def evaluations(cfg: DemoConfig, sets: TaskSets) -> list[tuple[str, list[Task], 
     train_basic = [t for t in sets["train"] if len(t.gold_chain) == 1][:cfg.train_eval_tasks]
     return [("held-out basic clean", sets["heldout basic"], "none", cfg.constrain),
             ("held-out basic noisy", sets["heldout basic"], "all", cfg.constrain),
-            ("held-out multi clean", sets["heldout multi"], "none", cfg.constrain),
+            ("held-out multi clean", sets["heldout multi"][:cfg.multi_eval_tasks], "none", cfg.constrain),
             ("train basic clean", train_basic, "none", cfg.constrain),
             ("held-out basic clean, free decoding", sets["heldout basic"], "none", "none")]
 
