@@ -90,7 +90,8 @@ def task_sets(cfg: DemoConfig) -> tuple[TaskSets, Table]:
 
 
 def evaluations(cfg: DemoConfig, sets: TaskSets) -> list[tuple[str, list[Task], str, str]]:
-    """(condition, tasks, noise mode, decoding) of every evaluation the SFT and RL models both get."""
+    """(condition, tasks, noise mode, decoding) of every evaluation the SFT and RL models both get; the last one
+    (free decoding) only the SFT model gets."""
     train_basic = [t for t in sets["train"] if len(t.gold_chain) == 1][:cfg.train_eval_tasks]
     return [("held-out basic clean", sets["heldout basic"], "none", cfg.constrain),
             ("held-out basic noisy", sets["heldout basic"], "all", cfg.constrain),
@@ -158,15 +159,15 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
         temperature=0.7, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)})
     conditions = evaluations(cfg, sets)
 
-    def evaluate_model(path: Path, tag: str) -> list[EvalRun]:
-        policies = {mode: HFPolicy(path, device=cfg.device, constrain=mode) for mode in {c[3] for c in conditions}}
+    def evaluate_model(path: Path, tag: str, chosen: list[tuple[str, list[Task], str, str]]) -> list[EvalRun]:
+        policies = {mode: HFPolicy(path, device=cfg.device, constrain=mode) for mode in {c[3] for c in chosen}}
         return [evaluate(policies[decoding], tasks, cfg.eval_k, noise, 0.5, eval_rollout, cfg.seed,
                          name=f"{tag} {condition}", policy_name=str(path))
-                for condition, tasks, noise, decoding in conditions if tasks]
+                for condition, tasks, noise, decoding in chosen if tasks]
 
     t0 = time.perf_counter()
     console.rule("4. evaluate the SFT model")
-    before = evaluate_model(out / "sft", "sft")
+    before = evaluate_model(out / "sft", "sft", conditions)
     lap("eval sft", t0)
 
     t0 = time.perf_counter()
@@ -195,7 +196,7 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
     if summary.steps:
         t0 = time.perf_counter()
         console.rule("6. evaluate the RL model")
-        after = evaluate_model(out / "rl" / "model", "rl")
+        after = evaluate_model(out / "rl" / "model", "rl", conditions[:-1])
         comparisons = {b.name.removeprefix("sft "): compare_pass_at_1(b.trajectories, a.trajectories, seed=cfg.seed)
                        for b, a in zip(before, after)}
         lap("eval rl", t0)

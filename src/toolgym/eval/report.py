@@ -346,9 +346,9 @@ def write_report(
 
     plots = []
     drawn = {stem: (draw(runs, metrics), caption) for stem, (draw, caption) in _PLOTS.items()}
-    for stem, (data, caption) in {**drawn, **(figures or {})}.items():
-        (out_dir / "plots" / f"{stem}.png").write_bytes(data)
-        plots.append({"file": f"plots/{stem}.png", "caption": caption, "data": base64.b64encode(data).decode("ascii")})
+    for stem, (png, caption) in {**drawn, **(figures or {})}.items():
+        (out_dir / "plots" / f"{stem}.png").write_bytes(png)
+        plots.append({"file": f"plots/{stem}.png", "caption": caption, "data": base64.b64encode(png).decode("ascii")})
 
     write_jsonl(
         out_dir / "trajectories.jsonl",
