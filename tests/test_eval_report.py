@@ -132,7 +132,7 @@ def test_report_results_json_and_trajectories(report):
     assert [r["name"] for r in results["runs"]] == ["clean", "noisy:all", "heavy@4"]
     for run, saved in zip(runs, results["runs"]):
         assert (saved["policy"], saved["k"], saved["n_episodes"]) == (run.policy, run.k, 12)
-        assert saved["metrics"] == {d: g.model_dump() for d, g in run.metrics().items()}
+        assert saved["metrics"] == {d: g.model_dump(mode="json") for d, g in run.metrics().items()}
     assert results["runs"][0]["metrics"][OVERALL]["pass_at_1"] == pytest.approx(0.5)
     assert results["runs"][2]["metrics"][OVERALL]["pass_hat_curve"] == pytest.approx([0.5, 7 / 18, 1 / 3, 1 / 3])
     lines = (out / "trajectories.jsonl").read_text().splitlines()

@@ -31,8 +31,6 @@ def test_a_small_recipe_writes_a_loadable_checkpoint_with_its_figures(tmp_path, 
     assert not (tmp_path / "base" / "init").exists()
     policy = HFPolicy(tmp_path / "base")
     assert policy.model.config.hidden_size == 32
-    # the tokenizer covers every built-in domain, not only the ones trained on
-    assert len(policy.tokenizer.encode("baggage passport", add_special_tokens=False)) <= 4
 
 
 @pytest.mark.skipif(not (TINY_BASE / "pretrain.json").exists(), reason="no shipped base checkpoint")

@@ -107,7 +107,7 @@ def improvement_sentence(comparisons: dict[str, Comparison]) -> str:
         verdict = ("rose" if c.ci_low > 0 else "fell" if c.ci_high < 0 else "did not change significantly")
         parts.append(f"{condition} {verdict} ({c.a:.2f} -> {c.b:.2f}, difference {c.difference:+.2f}, "
                      f"95% CI [{c.ci_low:+.2f}, {c.ci_high:+.2f}], {c.n_tasks} tasks)")
-    return "After RL, held-out pass@1 " + "; ".join(parts) + "."
+    return "After RL, pass@1 on " + "; on ".join(parts) + "."
 
 
 def main(cfg: DemoConfig = DemoConfig()) -> None:
