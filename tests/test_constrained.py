@@ -10,7 +10,7 @@ import torch
 
 from toolgym.agent.toolcall import parse_assistant
 from toolgym.policy.base import GenerationRequest, SamplingParams
-from toolgym.policy.constrained import CallGrammar, Done, Prose, State
+from toolgym.policy.constrained import CallGrammar, Done, Prose, walk
 from toolgym.policy.hf import HFPolicy
 
 TOOLS = [
@@ -27,15 +27,8 @@ MESSAGES = [{"role": "system", "content": "tools"},
             {"role": "tool", "content": json.dumps({"id": 77, "code": "AB-1234", "total": 12.5})}]
 
 
-def run(grammar: CallGrammar, text: str) -> State | None:
-    state: State | None = grammar.start()
-    for ch in text:
-        state = state.step(ch) if state is not None else None
-    return state
-
-
 def accepted(mode: str, text: str) -> bool:
-    return isinstance(run(CallGrammar.for_request(TOOLS, MESSAGES, mode), text), Done)
+    return isinstance(walk(CallGrammar.for_request(TOOLS, MESSAGES, mode).start(), text), Done)
 
 
 @pytest.mark.parametrize("text", [
@@ -136,16 +129,9 @@ def test_without_the_constraint_a_random_model_writes_no_valid_call(tiny_dir):
 def test_copy_mode_quotations_outside_calls_must_quote_the_conversation():
     prose = CallGrammar.for_request(TOOLS, MESSAGES, "copy").prose()
     assert isinstance(prose, Prose)
-
-    def walk(text: str) -> State | None:
-        state: State | None = prose
-        for ch in text:
-            state = state.step(ch) if state is not None else None
-        return state
-
-    assert walk('Done. The total is "12.5" for "AB-1234".') is not None
-    assert walk("Done. Anything unquoted goes, even 999.") is not None
-    assert walk('Done. "AB-9999"') is None
+    assert walk(prose, 'Done. The total is "12.5" for "AB-1234".') is not None
+    assert walk(prose, "Done. Anything unquoted goes, even 999.") is not None
+    assert walk(prose, 'Done. "AB-9999"') is None
     assert CallGrammar.for_request(TOOLS, MESSAGES, "schema").prose() is None
 
 

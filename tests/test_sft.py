@@ -126,7 +126,7 @@ def test_variants_add_resampled_copies_of_each_task(tasks):
 
 
 def test_answers_quote_each_fact_as_the_tool_results_wrote_it(tasks):
-    from toolgym.policy.constrained import CallGrammar
+    from toolgym.policy.constrained import CallGrammar, walk
     from toolgym.tasks.verify import replay
 
     with_facts = [t for name in sorted(tasks) for t in tasks[name] if t.required_answers]
@@ -139,7 +139,11 @@ def test_answers_quote_each_fact_as_the_tool_results_wrote_it(tasks):
         assert quoted, answer
         # a copy-mode policy could have written this answer: every quotation occurs in the conversation
         prose = CallGrammar.for_request(ex.tools, ex.messages, "copy").prose()
-        state = prose
-        for ch in answer:
-            state = state.step(ch)
-            assert state is not None, answer
+        assert walk(prose, answer) is not None, answer
+
+
+def test_max_steps_trains_exactly_that_many_steps_passing_over_the_data_again(tasks, tiny_dir, tmp_path):
+    examples = [sft_example(t, seed=i, fail_p=0.0, plan_p=0.0) for i, t in enumerate(_tasks(tasks)[:3])]
+    metrics = train_sft(tiny_dir, examples, tmp_path / "sft", SFTConfig(max_steps=5, batch_size=2, warmup_steps=1),
+                        show_progress=False)
+    assert len(metrics) == 5 and [m["epoch"] for m in metrics] == [0, 0, 1, 1, 2]

@@ -148,7 +148,7 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
     examples = list(sft_examples(sets["train"], cfg.seed, variants=cfg.sft_variants, plan_p=0.0))
     write_jsonl(out / "sft_data.jsonl", examples)
     sft_metrics = train_sft(base, examples, out / "sft", SFTConfig(
-        epochs=cfg.sft_steps, max_steps=cfg.sft_steps, lr=cfg.sft_lr, batch_size=cfg.sft_batch, warmup_steps=20,
+        max_steps=cfg.sft_steps, lr=cfg.sft_lr, batch_size=cfg.sft_batch, warmup_steps=20,
         context_loss_weight=cfg.sft_context_weight, seed=cfg.seed, device=cfg.device))
     console.print(f"SFT: {len(sft_metrics)} steps, loss {sft_metrics[0]['loss']:.2f} -> {sft_metrics[-1]['loss']:.2f}")
     lap("sft", t0)

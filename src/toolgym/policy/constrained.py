@@ -88,7 +88,8 @@ class Choice(State):
 
 @dataclass(frozen=True)
 class Bare(State):
-    """An unquoted token (a number or true/false) accepted by `ok`/`complete`; any other character ends it."""
+    """An unquoted token (a number or true/false): each prefix must pass `prefix_ok`, and any character outside
+    `chars` ends it once the token so far is `complete`."""
 
     chars: str
     prefix_ok: Callable[[str], bool]
@@ -274,6 +275,14 @@ def _number_source(texts: Iterable[str], integers: bool = False) -> str:
     return _SEP + _SEP.join(sorted(found)) + _SEP
 
 
+def walk(state: State, text: str) -> State | None:
+    """The state after all of `text`, or None if some character is not allowed."""
+    current: State | None = state
+    for ch in text:
+        current = current.step(ch) if current is not None else None
+    return current
+
+
 class VocabTrie:
     """The tokenizer's ordinary tokens (special tokens and partial UTF-8 pieces left out) in a character trie, and
     the texts of the tokens that hold a double quote (the only ones prose has to check)."""
@@ -294,13 +303,6 @@ class VocabTrie:
             for ch in text:
                 node = node.setdefault(ch, {})
             node.setdefault("", []).append(tid)
-
-    def through(self, state: State, text: str) -> State | None:
-        """The state after all of `text`, or None if some character is not allowed."""
-        current: State | None = state
-        for ch in text:
-            current = current.step(ch) if current is not None else None
-        return current
 
     def allowed(self, state: State) -> dict[int, State]:
         """Every token that can follow `state`, with the state after it."""

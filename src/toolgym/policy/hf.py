@@ -24,6 +24,7 @@ from toolgym.policy.constrained import (
     Prose,
     State,
     VocabTrie,
+    walk,
 )
 
 
@@ -91,7 +92,7 @@ class HFPolicy:
             return {self._call_ids[1]: grammar.prose()}, False
         if isinstance(state, Prose):
             options: dict[int, State | None] = {
-                tid: self._trie.through(state, text) for tid, text in self._trie.quoting.items()}
+                tid: walk(state, text) for tid, text in self._trie.quoting.items()}
             options[self._call_ids[0]] = grammar.start()
             return options, True
         return dict(self._trie.allowed(state)), False
@@ -169,7 +170,7 @@ class HFPolicy:
                 if row in follow:
                     options, others = follow[row]
                     states[row] = options[tid] if tid in options else states[row] if others else None
-                elif grammars[row] is not None and self._call_ids is not None and tid == self._call_ids[0]:
+                elif grammars[row] is not None and tid == self._call_ids[0]:
                     states[row] = grammars[row].start()
             done |= torch.isin(token, stop)
             if bool(done.all()):

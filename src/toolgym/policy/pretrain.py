@@ -75,7 +75,7 @@ def pretrain(recipe: PretrainRecipe, out: Path, show_progress: bool = True) -> d
                      recipe.layers, recipe.heads, recipe.max_positions, seed=recipe.seed)
     examples = list(sft_examples(tasks, recipe.seed, variants=recipe.variants, plan_p=0.0))
     metrics = train_sft(out / "init", examples, out, SFTConfig(
-        epochs=recipe.steps, max_steps=recipe.steps, lr=recipe.lr, batch_size=recipe.batch_size, warmup_steps=30,
+        max_steps=recipe.steps, lr=recipe.lr, batch_size=recipe.batch_size, warmup_steps=30,
         context_loss_weight=recipe.context_loss_weight, seed=recipe.seed), show_progress=show_progress)
     figures: dict[str, float | int | str] = {
         "recipe": recipe.model_dump_json(), "tasks": len(tasks), "examples": len(examples), "steps": len(metrics),

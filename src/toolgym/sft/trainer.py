@@ -25,7 +25,8 @@ from toolgym.sft.data import SFTExample
 class SFTConfig(BaseModel):
     epochs: int = 1
     max_steps: int | None = None
-    """Stop after this many optimizer steps (the schedule decays over them); None trains `epochs` full passes."""
+    """Train exactly this many optimizer steps, passing over the data as often as that takes (the schedule decays
+    over them; `epochs` is then ignored); None trains `epochs` full passes."""
     lr: float = 1e-3
     batch_size: int = 8
     max_len: int = 2048
@@ -103,9 +104,9 @@ def train_sft(model_dir: str | Path, examples: Sequence[SFTExample], out_dir: st
     data = [(ids[:cfg.max_len], mask[:cfg.max_len]) for ids, mask in data if any(mask[:cfg.max_len])]
     if not data:
         raise ValueError("no SFT example has a trainable token within max_len")
-    steps = cfg.epochs * math.ceil(len(data) / cfg.batch_size)
-    if cfg.max_steps is not None:
-        steps = min(steps, cfg.max_steps)
+    per_epoch = math.ceil(len(data) / cfg.batch_size)
+    epochs = cfg.epochs if cfg.max_steps is None else math.ceil(cfg.max_steps / per_epoch)
+    steps = epochs * per_epoch if cfg.max_steps is None else cfg.max_steps
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * max(
         0.1, 1 - s / max(1, steps)))
@@ -116,7 +117,7 @@ def train_sft(model_dir: str | Path, examples: Sequence[SFTExample], out_dir: st
                   TimeElapsedColumn(), disable=not show_progress, transient=True) as progress, \
             (out / "sft_metrics.jsonl").open("w") as log:
         job = progress.add_task("sft", total=steps, loss="")
-        schedule = ((epoch, batch) for epoch in range(cfg.epochs) for batch in _batches(data, cfg.batch_size, rng))
+        schedule = ((epoch, batch) for epoch in range(epochs) for batch in _batches(data, cfg.batch_size, rng))
         for epoch, batch in itertools.islice(schedule, steps):
             tensors = {k: v.to(cfg.device) for k, v in collate(batch, tokenizer.pad_token_id).items()}
             loss, own_loss = sft_loss(model, tensors, cfg.context_loss_weight)
