@@ -39,7 +39,7 @@ from toolgym.rl.trainer import Trainer
 from toolgym.sft.data import SFTExample
 from toolgym.sft.trainer import SFTConfig, train_sft
 from toolgym.tasks.model import Difficulty, Task, UserProfile
-from toolgym.tasks.verify import replay
+from toolgym.envs.families import replay
 
 SPEC = Path(__file__).parent / "data" / "switchboard.yaml"
 BUTTONS = ["red", "green", "blue", "gold"]

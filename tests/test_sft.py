@@ -127,7 +127,7 @@ def test_variants_add_resampled_copies_of_each_task(tasks):
 
 def test_answers_quote_each_fact_as_the_tool_results_wrote_it(tasks):
     from toolgym.policy.constrained import CallGrammar, walk
-    from toolgym.tasks.verify import replay
+    from toolgym.envs.families import replay
 
     with_facts = [t for name in sorted(tasks) for t in tasks[name] if t.required_answers]
     assert with_facts

@@ -13,7 +13,8 @@ from toolgym.jsonl import read_jsonl, write_jsonl
 from toolgym.tasks.model import Task
 from toolgym.tasks.perturb import drop_last_write, shift_write_id
 from toolgym.tasks.synthesize import SynthesisConfig, SynthesisFailed, synthesize_task
-from toolgym.tasks.verify import fact_in_answer, gold_answer, replay, verify
+from toolgym.envs.families import replay
+from toolgym.tasks.verify import fact_in_answer, gold_answer, verify
 
 from conftest import DOMAINS
 

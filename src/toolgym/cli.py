@@ -24,7 +24,8 @@ from toolgym.jsonl import read_jsonl, write_jsonl
 from toolgym.models.zigzag_cli import zigzag_app
 from toolgym.tasks.model import Task
 from toolgym.tasks.synthesize import SynthesisFailed, synthesize_task
-from toolgym.tasks.verify import gold_answer, replay
+from toolgym.envs.families import replay
+from toolgym.tasks.verify import gold_answer
 from toolgym.validation import problems
 
 app = typer.Typer(help="toolgym: verifiable tool-use environments, agent rollouts and async RL.", no_args_is_help=True)

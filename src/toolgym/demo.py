@@ -48,7 +48,8 @@ from toolgym.sft.trainer import SFTConfig, train_sft
 from toolgym.tasks.model import Task
 from toolgym.tasks.perturb import drop_last_write
 from toolgym.tasks.tiers import tier_tasks
-from toolgym.tasks.verify import gold_answer, replay
+from toolgym.envs.families import replay
+from toolgym.tasks.verify import gold_answer
 
 TaskSets = dict[str, list[Task]]
 """'train', 'heldout basic', 'heldout multi'."""

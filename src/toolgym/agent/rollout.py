@@ -17,11 +17,10 @@ from toolgym.agent.tokens import TokenTracker
 from toolgym.agent.toolcall import ParsedTurn, parse_assistant, parse_native
 from toolgym.agent.trajectory import ContextEvent, Trajectory, TurnRecord
 from toolgym.agent.user import RuleUser, UserSimulator
-from toolgym.envs.environment import Environment
+from toolgym.envs.families import env_title, verify_episode
 from toolgym.policy.base import Completion, GenerationRequest, Policy, SamplingParams
 from toolgym.tasks.model import Task
 from toolgym.tasks.progress import chain_progress
-from toolgym.tasks.verify import verify
 
 SYSTEM_PROMPT = ("You are a support agent for {title}. Use the tools to do exactly what the user asks, one step at a "
                  "time. When done, answer the user briefly and state every value they asked for.")
@@ -111,13 +110,6 @@ def tool_messages(env: Any, parsed: ParsedTurn, native: list[dict[str, Any]] | N
     return out
 
 
-def unwrap_env(env: Any) -> Environment:
-    """The plain Environment under any wrapper (tool noise), for verification."""
-    while not isinstance(env, Environment):
-        env = env.env
-    return env
-
-
 def _approx_tokens(messages: list[dict[str, Any]]) -> int:
     return sum(len(str(m.get("content") or "")) for m in messages) // 4
 
@@ -129,7 +121,7 @@ class _EpisodeRun:
         self.ep, self.client, self.cfg, self.summarizer = ep, client, cfg, summarizer
         self.user = ep.user or RuleUser(ep.task)
         self.tools = ep.env.openai_tools()
-        title = unwrap_env(ep.env).domain.spec.title
+        title = env_title(ep.task, ep.env)
         self.messages: list[dict[str, Any]] = [
             {"role": "system", "content": cfg.system_prompt.format(title=title)},
             {"role": "user", "content": self.user.opening()},
@@ -212,7 +204,7 @@ class _EpisodeRun:
         traj.messages = self.messages
         traj.segments = self.tracker.segments if self.tracker is not None else []
         traj.final_answer = "\n".join(a for a in self.answers if a)
-        verdict = verify(self.ep.task, unwrap_env(self.ep.env), traj.final_answer)
+        verdict = verify_episode(self.ep.task, self.ep.env, traj.final_answer)
         traj.progress = chain_progress(self.ep.task.gold_chain, [c for turn in traj.turns for c in turn.tool_calls])
         traj.passed, traj.verdict = verdict.passed, verdict.explain()
         traj.reward = verdict.reward if verdict.passed else self.cfg.progress_reward * traj.progress

@@ -81,6 +81,8 @@ class EnvironmentRecord(BaseModel):
     """The serializable identity of an environment: enough to rebuild it exactly."""
 
     id: str
+    family: str = "tool"
+    """Which kind of environment this is (toolgym.envs.families): `tool`, `code` or `search`."""
     domain: str
     spec: str | None = None
     """Path of the spec file of a custom (non-built-in) domain; built-ins are found by name."""
@@ -88,6 +90,8 @@ class EnvironmentRecord(BaseModel):
     tools: list[str]
     chains: list[list[ToolCall]] = []
     initial_hash: str | None = None
+    params: dict[str, Any] = {}
+    """Family-specific settings that rebuild the environment (empty for tool-use domains)."""
 
 
 class Environment:

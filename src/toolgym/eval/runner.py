@@ -10,7 +10,7 @@ from typing import Literal
 from toolgym.agent.rollout import Episode, RolloutConfig, run_episodes
 from toolgym.agent.trajectory import Trajectory
 from toolgym.domains import builtin_names, load_domain
-from toolgym.envs.environment import Environment
+from toolgym.envs.families import open_env
 from toolgym.envs.sample import EnvironmentSampler
 from toolgym.eval.metrics import EvalRun
 from toolgym.noise.instruction import apply_instruction_noise
@@ -63,7 +63,7 @@ def make_episodes(tasks: list[Task], k: int, noise: NoiseMode = "none", level: f
             if noise in ("instruction", "all"):
                 task, _ = apply_instruction_noise(t, level, trial_seed)
                 noise_info["instruction"] = level
-            env = Environment.from_record(t.env)
+            env = open_env(t.env)
             if noise in ("tool", "all"):
                 env = ToolNoise(level, trial_seed).wrap(env)
                 noise_info["tool"] = level

@@ -25,16 +25,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from toolgym.agent.rollout import Episode, RolloutConfig, unwrap_env, run_episodes
+from toolgym.agent.rollout import Episode, RolloutConfig, run_episodes
 from toolgym.agent.tokens import TokenTracker
 from toolgym.agent.toolcall import ParsedTurn, parse_assistant, parse_native, strip_thinking
 from toolgym.agent.trajectory import TokenSegment, Trajectory, TurnRecord
 from toolgym.agent.user import RuleUser, UserReply
 from toolgym.envs.environment import ToolCall, ToolResult
+from toolgym.envs.families import env_title, verify_episode
 from toolgym.noise.tool import FAILURE_KINDS
 from toolgym.policy.base import Completion, GenerationRequest, Policy, SamplingParams
 from toolgym.tasks.progress import chain_progress
-from toolgym.tasks.verify import verify
 
 SUMMARY_PROMPT = """The user asked:
 {request}
@@ -251,7 +251,7 @@ def render_candidate(candidate: Candidate, result_chars: int = 200) -> str:
 def task_messages(ep: Episode, rollout: RolloutConfig | None = None) -> list[dict[str, Any]]:
     """The episode's conversation as the agent starts it: the system prompt and the user's request."""
     rollout = rollout or RolloutConfig()
-    title = unwrap_env(ep.env).domain.spec.title
+    title = env_title(ep.task, ep.env)
     return [{"role": "system", "content": rollout.system_prompt.format(title=title)},
             {"role": "user", "content": ep.task.instruction}]
 
@@ -327,7 +327,7 @@ def commit(ep: Episode, candidates: list[Candidate], decision: Decision, method:
         committed.append(CommittedCall(call=call, result=result.text(), attempts=attempt, candidate=source))
     record = HeavyRecord(method=method, k=len(candidates), decision=decision, committed=committed,
                          candidates=[_candidate_info(c) for c in candidates])
-    verdict = verify(ep.task, unwrap_env(ep.env), answer)
+    verdict = verify_episode(ep.task, ep.env, answer)
     messages = [*prompt, {"role": "assistant", "content": output, "heavy": record.model_dump(mode="json")},
                 *({"role": "tool", "name": c.call.name, "content": c.result} for c in committed)]
     trajectory = Trajectory(

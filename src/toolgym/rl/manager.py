@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pydantic import BaseModel
 
 from toolgym.agent.rollout import BatchedPolicy, Episode, RolloutConfig, run_episode
-from toolgym.envs.environment import Environment
+from toolgym.envs.families import open_env
 from toolgym.noise.curriculum import NoiseCurriculum
 from toolgym.noise.instruction import apply_instruction_noise
 from toolgym.noise.tool import ToolNoise
@@ -98,7 +98,7 @@ class RolloutManager:
         noisy = self.noise is not None and rng.random() < self.cfg.noisy_fraction
         episodes = []
         for i in range(self.cfg.group_size):
-            t, env, info = task, Environment.from_record(task.env), {}
+            t, env, info = task, open_env(task.env), {}
             if noisy:
                 levels = self.noise.levels
                 t, _ = apply_instruction_noise(task, levels["instruction"], _seed(gid, i, "instruction"))

@@ -7,7 +7,7 @@ import re
 
 from pydantic import BaseModel
 
-from toolgym.envs.environment import Environment, ToolCall, base_state
+from toolgym.envs.environment import Environment, base_state
 from toolgym.envs.state import Snapshot, compare_changes, diff, snapshot
 from toolgym.tasks.model import Task
 
@@ -61,16 +61,6 @@ def verify(task: Task, env: Environment, answer: str = "", initial: Snapshot | N
     missing = [a for a in task.required_answers if not fact_in_answer(a, answer)]
     return Verdict(passed=state.ok and not missing, state_ok=state.ok, answers_ok=not missing,
                    problems=state.problems, missing_answers=missing)
-
-
-def replay(task: Task, calls: list[ToolCall], answer: str = "") -> Verdict:
-    """Run `calls` on a fresh copy of the task's environment and verify the outcome."""
-    env = Environment.from_record(task.env)
-    for call in calls:
-        env.call(call.name, call.arguments)
-    verdict = verify(task, env, answer)
-    env.close()
-    return verdict
 
 
 def gold_answer(task: Task) -> str:
