@@ -110,7 +110,8 @@ def tool_messages(env: Any, parsed: ParsedTurn, native: list[dict[str, Any]] | N
     return out
 
 
-def _approx_tokens(messages: list[dict[str, Any]]) -> int:
+def approx_tokens(messages: list[dict[str, Any]]) -> int:
+    """A conversation's length in tokens, estimated at 4 characters a token, for policies without a tokenizer."""
     return sum(len(str(m.get("content") or "")) for m in messages) // 4
 
 
@@ -134,7 +135,7 @@ class _EpisodeRun:
         self.since_reset = 0
 
     def context_tokens(self) -> int:
-        return self.tracker.n_tokens() if self.tracker is not None else _approx_tokens(self.messages)
+        return self.tracker.n_tokens() if self.tracker is not None else approx_tokens(self.messages)
 
     def _restart(self, messages: list[dict[str, Any]], kind: str, turn: int) -> None:
         before = self.context_tokens()
