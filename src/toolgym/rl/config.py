@@ -49,6 +49,9 @@ class RLConfig(BaseModel):
     out: str = "runs/rl"
     mode: Literal["async", "sync"] = "async"
     runtime: Literal["local", "ray"] = "local"
+    controllers: int = Field(0, ge=0)
+    """Rollout controllers in their own processes (Ray actors with `runtime: ray`), each running its share of the
+    episodes while a light manager keeps budget, curriculum, staleness and queue; 0 runs rollouts in the manager."""
     engine: Literal["hf", "vllm"] = "hf"
     constrain: ConstraintMode = "schema"
     """Tool-call decoding of the transformers rollout policy (policy.constrained): schema, copy or none."""

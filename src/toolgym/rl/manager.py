@@ -40,6 +40,35 @@ def _seed(*parts: object) -> int:
     return zlib.crc32(":".join(map(str, parts)).encode())
 
 
+def group_episodes(gid: int, task: Task, cfg: ManagerConfig, noise_levels: dict[str, float] | None) -> list[Episode]:
+    """Group `gid`'s episodes of `task`; with noise levels (a noise curriculum), a seeded share of groups is noisy at
+    those levels. Everything random derives from the group id, so the same group can be replayed anywhere."""
+    rng = random.Random(_seed(cfg.seed, "group", gid))
+    noisy = noise_levels is not None and rng.random() < cfg.noisy_fraction
+    episodes = []
+    for i in range(cfg.group_size):
+        t, env, info = task, open_env(task.env), {}
+        if noisy:
+            t, _ = apply_instruction_noise(task, noise_levels["instruction"], _seed(gid, i, "instruction"))
+            env = ToolNoise(noise_levels["tool"], _seed(gid, i, "tool")).wrap(env)
+            info = dict(noise_levels)
+        episodes.append(Episode(task=t, env=env, trial=i, noise=info))
+    return episodes
+
+
+async def play_group(client: BatchedPolicy, gid: int, task: Task, cfg: ManagerConfig, rollout: RolloutConfig,
+                     noise_levels: dict[str, float] | None, step: int) -> SampleGroup:
+    """Run group `gid` (all its episodes concurrently) and return it; delivering it is the caller's business."""
+    episodes = group_episodes(gid, task, cfg, noise_levels)
+    try:
+        trajs = await asyncio.gather(*(run_episode(ep, client, rollout) for ep in episodes))
+    finally:
+        for ep in episodes:
+            ep.env.close()
+    return SampleGroup(group_id=f"g{gid}", task_id=task.id, domain=task.domain, trajectories=list(trajs),
+                       created_step=step)
+
+
 class RolloutManager:
     """Produces SampleGroups from tasks with a Policy; `run` streams them, `generate` is the synchronous baseline."""
 
@@ -92,29 +121,9 @@ class RolloutManager:
             self.pending[gid] = tid
             return gid, tid
 
-    def _episodes(self, gid: int, task: Task) -> list[Episode]:
-        """The group's episodes; with a noise curriculum, a seeded share of groups is noisy at its levels."""
-        rng = random.Random(_seed(self.cfg.seed, "group", gid))
-        noisy = self.noise is not None and rng.random() < self.cfg.noisy_fraction
-        episodes = []
-        for i in range(self.cfg.group_size):
-            t, env, info = task, open_env(task.env), {}
-            if noisy:
-                levels = self.noise.levels
-                t, _ = apply_instruction_noise(task, levels["instruction"], _seed(gid, i, "instruction"))
-                env = ToolNoise(levels["tool"], _seed(gid, i, "tool")).wrap(env)
-                info = dict(levels)
-            episodes.append(Episode(task=t, env=env, trial=i, noise=info))
-        return episodes
-
     async def run_group(self, client: BatchedPolicy, gid: int, tid: str) -> SampleGroup:
-        task = self.tasks[tid]
-        episodes = self._episodes(gid, task)
-        trajs = await asyncio.gather(*(run_episode(ep, client, self.rollout) for ep in episodes))
-        for ep in episodes:
-            ep.env.close()
-        group = SampleGroup(group_id=f"g{gid}", task_id=tid, domain=task.domain, trajectories=list(trajs),
-                            created_step=self.step())
+        levels = self.noise.levels if self.noise is not None else None
+        group = await play_group(client, gid, self.tasks[tid], self.cfg, self.rollout, levels, self.step())
         self.deliver(gid, group)
         return group
 

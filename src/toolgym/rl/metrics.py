@@ -8,12 +8,18 @@ from typing import Any
 
 
 class MetricsLogger:
-    """Appends one JSON object per step to out/metrics.jsonl and mirrors numeric values to out/tensorboard."""
+    """Appends one JSON object per step to out/metrics.jsonl and mirrors numeric values to out/tensorboard.
 
-    def __init__(self, out: Path, append: bool = False):
+    `resume_after=N` continues a run restored from its step-N checkpoint: rows of later steps (logged before a crash,
+    and about to be trained again) and a line torn by the crash are dropped, so every step keeps exactly one row."""
+
+    def __init__(self, out: Path, resume_after: int | None = None):
         self.path = Path(out) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = self.path.open("a" if append else "w")
+        kept = _rows_until(self.path, resume_after) if resume_after is not None else []
+        self.fh = self.path.open("w")
+        self.fh.writelines(json.dumps(row, default=str) + "\n" for row in kept)
+        self.fh.flush()
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -38,6 +44,19 @@ class MetricsLogger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _rows_until(path: Path, step: int) -> list[dict[str, Any]]:
+    """The whole rows of `path` for steps up to `step` (an unreadable, torn line is skipped)."""
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            rows.append(row)
+    return rows
 
 
 def _flatten(row: dict[str, Any], prefix: str = "") -> dict[str, float]:

@@ -86,6 +86,8 @@ class RunSummary(BaseModel):
     queue: dict[str, Any]
     interrupted: bool = False
     stopped_reason: str | None = None
+    regenerated_groups: int = 0
+    """Groups re-issued because the rollout controller playing them died (controllers runtime only)."""
 
 
 class TrainingRun:
@@ -104,11 +106,15 @@ class TrainingRun:
         self.noise = (NoiseCurriculum(levels={"instruction": cfg.noise.instruction, "tool": cfg.noise.tool},
                                       step=cfg.noise.step, gap_threshold=cfg.noise.gap_threshold)
                       if cfg.noise.enabled else None)
-        self.manager = RolloutManager(tasks, self.policy, None, cfg.manager, cfg.rollout, self.tracker,
-                                      self.curriculum, self.noise, step=lambda: self.state.step)
+        self.manager = self._make_manager(tasks)
         self.queue = SampleQueue(cfg.max_staleness, oversample=cfg.oversample, seed=cfg.seed,
                                  on_stale=self.manager.regenerate)
         self.manager.queue = self.queue
+
+    def _make_manager(self, tasks: Sequence[Task]) -> RolloutManager:
+        """The rollout manager of this run (runtimes that run rollouts elsewhere return their own)."""
+        return RolloutManager(tasks, self.policy, None, self.cfg.manager, self.cfg.rollout, self.tracker,
+                              self.curriculum, self.noise, step=lambda: self.state.step)
 
     @property
     def ckpt(self) -> Path:
@@ -204,7 +210,7 @@ class TrainingRun:
         interrupted = False
         reason = None
         done_here = 0
-        with MetricsLogger(self.out, resume) as log, Progress(
+        with MetricsLogger(self.out, self.state.step if resume else None) as log, Progress(
                 TextColumn("rl {task.fields[mode]}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                 TimeElapsedColumn(), disable=not self.show_progress, transient=True) as progress:
             job = progress.add_task("rl", total=self.cfg.steps, completed=self.state.step, mode=self.cfg.mode, info="")
@@ -263,10 +269,14 @@ def train_from_config(cfg: RLConfig, resume: bool = False, show_progress: bool =
         make_policy: Callable[[], Policy] = partial(VLLMPolicy, cfg.model)
     else:
         make_policy = partial(HFPolicy, cfg.model, device=cfg.trainer.device, constrain=cfg.constrain)
-    if cfg.runtime == "ray":
+    if cfg.controllers:
+        from toolgym.rl.controllers import ControllerTrainingRun
+
+        run: TrainingRun = ControllerTrainingRun(cfg, tasks, make_policy, trainer, show_progress)
+    elif cfg.runtime == "ray":
         from toolgym.rl.runtime_ray import RayTrainingRun
 
-        run: TrainingRun = RayTrainingRun(cfg, tasks, make_policy, trainer, show_progress)
+        run = RayTrainingRun(cfg, tasks, make_policy, trainer, show_progress)
     else:
         run = TrainingRun(cfg, tasks, make_policy(), trainer, show_progress)
     trainer.publish = run.policy.set_weights
