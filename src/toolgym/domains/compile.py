@@ -6,9 +6,12 @@ listing all problems found.
 
 from __future__ import annotations
 
+import math
+import random
 import re
 import string
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,13 +19,20 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from toolgym.domains.database import ValueSampler
 from toolgym.domains.derive import derive_tools, row_outputs
-from toolgym.domains.model import Domain, Param, Tool
-from toolgym.domains.spec import ActionSpec, DomainSpec, EntitySpec, Generator
+from toolgym.domains.model import SQLITE_INT_MAX, Domain, Param, Tool
+from toolgym.domains.spec import ActionSpec, DomainSpec, EntitySpec, FieldSpec, Generator
 
 IDENT = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 ENUM_VALUE = re.compile(r"^[A-Za-z0-9_ .\-]{1,64}$")
 OPS = {"add", "sub", "mul", "div", "min", "max", "concat", "round"}
+MAX_TOOL_NAME = 64
+"""Longest tool name OpenAI-style function calling accepts."""
+SAMPLE_DRAWS = 8
+"""Values drawn from each generator at validation, to prove the column can store what it makes."""
+UNIQUE_HEADROOM = 2
+"""A unique field needs this many times more possible values than seeded rows: rows draw values at random."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,59 @@ class SpecError(ValueError):
         super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
 
 
+def _storage_problem(value: Any, typ: str, values: list[str] | None, nullable: bool) -> str | None:
+    """Why a column of type `typ` cannot hold `value` as meant (None when it can)."""
+    if value is None:
+        return None if nullable else "makes null, but the field is not nullable"
+    if typ == "int":
+        try:
+            number = int(value)
+        except (TypeError, ValueError, OverflowError):
+            return f"makes {value!r}, which is not an integer"
+        return None if abs(number) <= SQLITE_INT_MAX else f"makes {number}, beyond SQLite's integer range"
+    if typ == "float" and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+        return f"makes {value!r}, which is not a finite number"
+    if typ == "bool" and value not in (True, False):
+        return f"makes {value!r}, which is not a boolean"
+    if typ in ("date", "datetime"):
+        try:
+            (date if typ == "date" else datetime).fromisoformat(value)
+        except (TypeError, ValueError):
+            return f"makes {value!r}, which is not an ISO {typ}"
+    if values and str(value) not in values:
+        return f"makes {value!r}, which is not one of the values {values}"
+    return None
+
+
+def _distinct_values(gen: Generator | None, f: FieldSpec, rows: dict[str, int]) -> int | None:
+    """How many distinct values seeding can give field `f` (None when unbounded or unknown, e.g. Faker)."""
+    if f.type == "ref":
+        return rows.get(f.ref or "")
+    if f.type == "bool":
+        return 2
+    if gen is None:  # the defaults of database.ValueSampler: enum values, ints 1..100, dates of the last year
+        return len(set(f.values)) if f.values else {"int": 100, "date": 366}.get(f.type)
+    if gen.kind == "choice":
+        return len({str(v) for v in gen.values or []})
+    if gen.kind == "bool":
+        return 2
+    if gen.kind == "int" and gen.min is not None and gen.max is not None:
+        return max(0, math.floor(gen.max) - math.ceil(gen.min) + 1)
+    if gen.kind == "date":
+        lo, hi = gen.min if gen.min is not None else -365, gen.max if gen.max is not None else 0
+        return int(hi - lo) + 1
+    if gen.kind == "pattern" and gen.pattern:
+        return 10 ** gen.pattern.count("#") * 26 ** gen.pattern.count("?")
+    if gen.kind == "words" and gen.values:
+        return math.perm(len(set(gen.values)), min(gen.n, len(gen.values)))
+    return None
+
+
+def _literal(expr: Any) -> bool:
+    """Whether an action expression is a constant (not $param, $alias.field, $now or an operation)."""
+    return not isinstance(expr, (dict, list)) and not (isinstance(expr, str) and expr.startswith("$"))
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
@@ -55,7 +118,8 @@ def _faker_providers() -> frozenset[str]:
     from faker import Faker
 
     fake = Faker("en_US")
-    return frozenset(n for n in dir(fake) if not n.startswith("_"))
+    return frozenset(n for provider in fake.get_providers() for n in dir(provider)
+                     if not n.startswith("_") and callable(getattr(provider, n)))
 
 
 class _Checker:
@@ -74,6 +138,14 @@ class _Checker:
             names.add(e.status.field)
         return names
 
+    def allowed_values(self, entity: str) -> dict[str, list[str]]:
+        """The closed value sets of an entity's columns: enum values and the status states."""
+        e = self.entities[entity]
+        allowed = {f.name: f.values for f in e.fields if f.type == "enum" and f.values}
+        if e.status:
+            allowed[e.status.field] = e.status.states
+        return allowed
+
     def check_ident(self, path: str, name: str) -> None:
         if not IDENT.match(name):
             self.add(path, f"'{name}' is not a lower_snake_case identifier")
@@ -85,6 +157,8 @@ class _Checker:
             self.add(f"{path}.values", f"a '{gen.kind}' generator needs values")
         if gen.kind == "choice" and gen.weights and len(gen.weights) != len(gen.values or []):
             self.add(f"{path}.weights", "weights and values differ in length")
+        if gen.kind == "choice" and gen.weights is not None and sum(gen.weights) <= 0:
+            self.add(f"{path}.weights", "weights must sum to more than zero")
         if gen.kind == "pattern" and not gen.pattern:
             self.add(f"{path}.pattern", "a 'pattern' generator needs a pattern")
         if gen.kind in ("int", "float") and (gen.min is None or gen.max is None or gen.min > gen.max):
@@ -92,16 +166,61 @@ class _Checker:
         if values and gen.kind == "choice" and set(map(str, gen.values or [])) - set(values):
             self.add(f"{path}.values", "generator values are not among the field's enum values")
 
+    def check_draws(self, path: str, gen: Generator, typ: str, values: list[str] | None, nullable: bool) -> None:
+        """Check a `typ` column can hold whatever the generator makes: its range ends, every choice, and a few
+        seeded draws of the rest (catches failing Faker providers, dates off the calendar, text for numbers)."""
+        before = len(self.problems)
+        self.check_generator(path, gen, values)
+        if len(self.problems) > before:
+            return
+        clock = datetime.fromisoformat(self.spec.clock)
+        if gen.kind in ("date", "datetime"):
+            try:
+                ends = [clock + timedelta(days=d) for d in (gen.min, gen.max) if d is not None]
+            except OverflowError:
+                ends = None
+            if ends is None or any(not 1 <= end.year <= 9998 for end in ends):
+                self.add(path, "the date range reaches beyond the calendar (years 1-9998) from the domain clock")
+                return
+        if gen.kind == "choice":
+            made = list(gen.values or [])
+        elif gen.kind == "int":
+            made = [math.ceil(gen.min), math.floor(gen.max)]
+        else:
+            sampler = ValueSampler(random.Random(0), clock)
+            try:
+                made = [sampler.draw(gen, typ, values) for _ in range(SAMPLE_DRAWS)]
+            except Exception as exc:  # a Faker provider can fail in any way; the spec author must hear why
+                self.add(path, f"the generator fails: {type(exc).__name__}: {exc}")
+                return
+        for value in made:
+            problem = _storage_problem(value, typ, values, nullable)
+            if problem:
+                self.add(path, f"the generator {problem}, but the field is {typ}")
+                return
+
+    def check_unique(self, path: str, f: FieldSpec, entity: EntitySpec) -> None:
+        """A unique non-text field must offer enough distinct values for every seeded row (seeding makes a
+        repeated text value unique with a suffix; other types have no such way out)."""
+        if f.type == "str":
+            return
+        rows = {e.name: e.rows for e in self.spec.entities}
+        distinct = _distinct_values(f.gen, f, rows)
+        if distinct is not None and distinct < UNIQUE_HEADROOM * entity.rows:
+            self.add(path, f"unique field '{f.name}' can take only {distinct} distinct values, but {entity.name} "
+                           f"seeds {entity.rows} rows (give it at least {UNIQUE_HEADROOM}x as many values as rows, "
+                           "or fewer rows)")
+
     def check_entities(self) -> None:
         seen: set[str] = set()
         for i, e in enumerate(self.spec.entities):
             p = f"entities[{i}]"
             self.check_ident(f"{p}.name", e.name)
+            if e.name.startswith("sqlite_"):
+                self.add(f"{p}.name", "names starting with 'sqlite_' are reserved by SQLite")
             if e.name in seen:
                 self.add(f"{p}.name", f"duplicate entity '{e.name}'")
             seen.add(e.name)
-            if e.rows < 1:
-                self.add(f"{p}.rows", "an entity needs at least one seeded row")
             names: set[str] = {"id"}
             for j, f in enumerate(e.fields):
                 fp = f"{p}.fields[{j}]"
@@ -125,7 +244,9 @@ class _Checker:
                         if not ENUM_VALUE.match(v):
                             self.add(f"{fp}.values", f"enum value '{v}' has characters outside [A-Za-z0-9_ .-]")
                 if f.gen:
-                    self.check_generator(f"{fp}.gen", f.gen, f.values)
+                    self.check_draws(f"{fp}.gen", f.gen, f.type, f.values, f.nullable)
+                if f.unique:
+                    self.check_unique(fp, f, e)
             if e.label and e.label not in names:
                 self.add(f"{p}.label", f"unknown field '{e.label}'")
             if e.status:
@@ -141,6 +262,8 @@ class _Checker:
                 for k in st.seed_weights or {}:
                     if k not in st.states:
                         self.add(f"{sp}.seed_weights.{k}", f"'{k}' is not a state")
+                if st.seed_weights is not None and sum(st.seed_weights.get(s, 0.0) for s in st.states) <= 0:
+                    self.add(f"{sp}.seed_weights", "the weights of the states must sum to more than zero")
                 for k, t in enumerate(st.transitions):
                     tp = f"{sp}.transitions[{k}]"
                     self.check_ident(f"{tp}.name", t.name)
@@ -208,7 +331,7 @@ class _Checker:
             if prm.type == "enum" and not prm.values:
                 self.add(f"{pp}.values", "an enum parameter needs values")
             if prm.gen:
-                self.check_generator(f"{pp}.gen", prm.gen, prm.values)
+                self.check_draws(f"{pp}.gen", prm.gen, prm.type, prm.values, not prm.required)
         aliases: dict[str, str] = {}
         for j, ld in enumerate(a.load):
             lp = f"{p}.load[{j}]"
@@ -240,10 +363,14 @@ class _Checker:
             written = eff.values if eff.insert else eff.set
             if eff.insert and eff.set or eff.update and eff.values:
                 self.add(ep, "insert takes `values`, update takes `set`")
+            allowed = self.allowed_values(target)
             for k, v in written.items():
+                vp = f"{ep}.{'values' if eff.insert else 'set'}.{k}"
                 if k not in known or k == "id":
-                    self.add(f"{ep}.{'values' if eff.insert else 'set'}.{k}", f"entity {target} has no writable field '{k}'")
-                self.check_expr(f"{ep}.{'values' if eff.insert else 'set'}.{k}", v, params, aliases)
+                    self.add(vp, f"entity {target} has no writable field '{k}'")
+                elif k in allowed and _literal(v) and str(v) not in allowed[k]:
+                    self.add(vp, f"'{v}' is not one of {target}.{k}'s values {allowed[k]}")
+                self.check_expr(vp, v, params, aliases)
             if eff.update:
                 if eff.id is None:
                     self.add(f"{ep}.id", "an update needs the id of the row")
@@ -260,12 +387,18 @@ class _Checker:
 
     def check_intent(self, path: str, intent: str, params: set[str]) -> None:
         try:
-            names = {f for _, f, _, _ in string.Formatter().parse(intent) if f}
+            fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(intent)
+                      if name is not None]
         except ValueError as exc:
             self.add(path, f"bad template: {exc}")
             return
-        for n in names - params:
-            self.add(path, f"template names unknown parameter '{n}'")
+        for name, spec, conv in fields:
+            if not name:
+                self.add(path, "template placeholders name a parameter: {name}, not {}")
+            elif name not in params:
+                self.add(path, f"template names unknown parameter '{name}'")
+            if spec or conv:
+                self.add(path, f"placeholder {{{name}}} takes no format spec or conversion")
 
 
 def _action_tool(domain_entities: dict[str, EntitySpec], a: ActionSpec) -> Tool:
@@ -330,14 +463,32 @@ def compile_spec(raw: dict[str, Any] | DomainSpec, source: str = "<spec>") -> Do
     paths: dict[str, str] = {}
     for i, e in enumerate(spec.entities):
         for t in derive_tools(e):
-            tools[t.name], paths[t.name] = t, f"entities[{i}]"
+            path = f"entities[{i}]"
+            if t.transition is not None:
+                k = next(k for k, tr in enumerate(e.status.transitions) if tr is t.transition)
+                path += f".status.transitions[{k}].name"
+            if t.name in tools:
+                checker.add(path, f"generated tool '{t.name}' clashes with the tool of the same name from "
+                                  f"{paths[t.name]}")
+                continue
+            tools[t.name], paths[t.name] = t, path
         for k, intent in e.intents.items():
             if k not in tools:
                 checker.add(f"entities[{i}].intents.{k}", f"no derived tool named '{k}'")
     for i, a in enumerate(spec.actions):
         if a.name in tools:
-            checker.add(f"actions[{i}].name", f"tool '{a.name}' already exists")
+            checker.add(f"actions[{i}].name", f"tool '{a.name}' already exists (from {paths[a.name]})")
+            continue
         tools[a.name], paths[a.name] = _action_tool(checker.entities, a), f"actions[{i}]"
+    for t in tools.values():
+        if len(t.name) > MAX_TOOL_NAME:
+            checker.add(paths[t.name], f"tool name '{t.name}' is longer than the {MAX_TOOL_NAME} characters "
+                                       "function-calling APIs accept; shorten the entity, field or action name")
+        names = [p.name for p in t.params]
+        for twice in sorted({n for n in names if names.count(n) > 1}):
+            checker.add(paths[t.name], f"tool '{t.name}' would take parameter '{twice}' twice; rename the field")
+    if checker.problems:
+        raise SpecError(source, checker.problems)
     reachable = _reachable(tools)
     for t in tools.values():
         if t.name not in reachable:
@@ -358,7 +509,10 @@ def load_spec_file(path: str | Path) -> Domain:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise SpecError(str(path), [Problem("<yaml>", str(exc))]) from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"<yaml> line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "<yaml>"
+        message = str(exc).replace('"<unicode string>"', f'"{path}"')
+        raise SpecError(str(path), [Problem(where, "not valid YAML\n" + message)]) from None
     if not isinstance(raw, dict):
         raise SpecError(str(path), [Problem("<root>", "a domain spec is a mapping")])
     return compile_spec(raw, source=str(path))

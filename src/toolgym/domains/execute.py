@@ -8,6 +8,7 @@ write runs inside a savepoint, so a failed tool changes nothing.
 from __future__ import annotations
 
 import sqlite3
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -218,14 +219,35 @@ def _dispatch(conn, domain: Domain, tool: Tool, args: dict[str, Any], now: str) 
     return _run_action(conn, domain, tool, args, now)
 
 
+def _value_problems(tool: Tool, raw: dict[str, Any], values: dict[str, Any]) -> list[str]:
+    """What the schema's coercion lets through but the tool must refuse: a boolean given for a number (True is not
+    id 1) and a date or date-time that matches the pattern but is not on the calendar."""
+    found = []
+    for p in tool.params:
+        given, value = raw.get(p.name), values.get(p.name)
+        if p.type in ("int", "float") and isinstance(given, bool):
+            found.append(f"{p.name}: a boolean is not a number")
+        elif p.type in ("date", "datetime") and isinstance(value, str):
+            try:
+                (date if p.type == "date" else datetime).fromisoformat(value)
+            except ValueError:
+                kind = "date (YYYY-MM-DD)" if p.type == "date" else "date-time (ISO 8601)"
+                found.append(f"{p.name}: {value!r} is not a real {kind}")
+    return found
+
+
 def validate_args(tool: Tool, args: Any) -> dict[str, Any]:
     """Coerce and check arguments against the tool's schema, or raise ToolError naming each bad field."""
     if not isinstance(args, dict):
         raise ToolError(f"arguments of {tool.name} must be a JSON object, got {type(args).__name__}")
     try:
-        return tool.args_model.model_validate(args).model_dump()
+        values = tool.args_model.model_validate(args).model_dump()
     except ValidationError as exc:
         raise ToolError(f"invalid arguments for {tool.name}: {'; '.join(problems(exc, 'arguments'))}") from None
+    found = _value_problems(tool, args, values)
+    if found:
+        raise ToolError(f"invalid arguments for {tool.name}: {'; '.join(found)}")
+    return values
 
 
 def execute(conn: sqlite3.Connection, domain: Domain, tool: Tool, args: Any, now: str) -> Any:

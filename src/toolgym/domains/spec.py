@@ -7,14 +7,18 @@ Expressions inside actions are plain data (no code): a literal, "$param", "$alia
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 FieldType = Literal["int", "float", "str", "bool", "date", "datetime", "enum", "ref"]
 ParamType = Literal["int", "float", "str", "bool", "date", "datetime", "enum"]
 CompareOp = Literal["eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in"]
 Expr = Any
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Bound = Annotated[float, Field(allow_inf_nan=False)]
+MAX_ROWS = 100_000
 
 
 class _Strict(BaseModel):
@@ -32,14 +36,14 @@ class Generator(_Strict):
 
     kind: Literal["faker", "int", "float", "choice", "pattern", "date", "datetime", "bool", "words"]
     provider: str | None = None
-    min: float | None = None
-    max: float | None = None
+    min: Bound | None = None
+    max: Bound | None = None
     values: list[Any] | None = None
-    weights: list[float] | None = None
+    weights: list[Weight] | None = None
     pattern: str | None = None
-    decimals: int = 2
-    p: float = 0.5
-    n: int = 2
+    decimals: int = Field(2, ge=0, le=12)
+    p: float = Field(0.5, ge=0, le=1)
+    n: int = Field(2, ge=1)
 
 
 class FieldSpec(_Strict):
@@ -62,7 +66,7 @@ class Transition(_Strict):
     """A status change, compiled into a tool named `<name>_<entity>` (e.g. cancel_order)."""
 
     name: str
-    from_: list[str] = Field(alias="from")
+    from_: list[str] = Field(alias="from", min_length=1)
     to: str
     description: str = ""
     intent: str | None = None
@@ -73,7 +77,7 @@ class StatusSpec(_Strict):
     states: list[str]
     initial: str
     transitions: list[Transition] = []
-    seed_weights: dict[str, float] | None = None
+    seed_weights: dict[str, Weight] | None = None
 
 
 class EntitySpec(_Strict):
@@ -86,7 +90,7 @@ class EntitySpec(_Strict):
     persona: bool = False
     fields: list[FieldSpec]
     status: StatusSpec | None = None
-    rows: int = 200
+    rows: int = Field(200, ge=1, le=MAX_ROWS)
     creatable: bool = True
     intents: dict[str, str] = {}
 
@@ -104,8 +108,8 @@ class ParamSpec(_Strict):
     ref: str | None = None
     required: bool = True
     values: list[str] | None = None
-    min: float | None = None
-    max: float | None = None
+    min: Bound | None = None
+    max: Bound | None = None
     gen: Generator | None = None
 
 
@@ -151,9 +155,20 @@ class ActionSpec(_Strict):
 
 
 class DomainSpec(_Strict):
+    """A whole business domain as its YAML file states it: entities, declared actions and the domain's clock."""
+
     name: str
     title: str
     description: str
     clock: str = "2025-06-01T12:00:00"
     entities: list[EntitySpec]
     actions: list[ActionSpec] = []
+
+    @field_validator("clock")
+    @classmethod
+    def _clock_is_a_datetime(cls, value: str) -> str:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"'{value}' is not an ISO date-time such as 2025-06-01T12:00:00") from None
+        return value

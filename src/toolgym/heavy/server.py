@@ -15,8 +15,13 @@ upstream 4xx (the client's error) is forwarded as is. An unreachable upstream or
 a timeout a 504, each with an OpenAI-style error body naming the upstream URL and its status (heavy requests
 also turn upstream 4xx into 502, since the client did not write the failing request).
 
-Auth: with a token set, every route requires `Authorization: Bearer <token>`, else 401. The proxy authenticates
-to the upstream only with `upstream_api_key` (never with the client's header).
+Auth: with a token set, every route requires `Authorization: Bearer <token>`, else 401, and the API docs pages
+are off; an empty token is refused at start-up. The proxy authenticates to the upstream only with
+`upstream_api_key` (never with the client's header).
+
+Bad input: every malformed request (bytes that are not UTF-8 JSON, nesting deeper than MAX_BODY_NESTING, a K
+beyond `max_k`, fields of the wrong type, an unknown route) gets a 4xx with an OpenAI-style error body saying what
+is wrong; a body over `max_body_bytes` gets 413 before it is read whole.
 """
 
 from __future__ import annotations
@@ -30,24 +35,31 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import openai
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from toolgym.agent.toolcall import value_depth
 from toolgym.heavy.thinking import HeavyConfig, HeavyResult, HeavyThinker
 from toolgym.policy.base import Completion
 from toolgym.policy.openai_http import OpenAIPolicy
+from toolgym.validation import problems
 
 log = logging.getLogger(__name__)
 
 HEAVY_MODEL = re.compile(r"^heavy(?:@(\d+)(?:x(\d+))?)?/(.+)$")
 STREAM_CHUNK_CHARS = 24
+MAX_BODY_NESTING = 64
+"""Deepest JSON nesting a request body may have (tool schemas included)."""
+MAX_COUNT_DIGITS = 6
+"""Longest K or rounds a heavy model name may spell; longer is an error, not a huge number to parse."""
 
 
 class ProxySettings(BaseModel):
@@ -67,6 +79,40 @@ class ProxySettings(BaseModel):
     max_new_tokens: int = Field(1024, ge=1, description="Tokens per candidate and summary if the request sets none.")
     timeout: float = Field(120.0, gt=0, description="Seconds to wait for one upstream answer.")
     max_retries: int = Field(1, ge=0, description="Retries of a failed upstream call in heavy mode.")
+    max_body_bytes: int = Field(8 * 2**20, ge=1024, description="Largest request body accepted (else 413).")
+
+    @field_validator("token")
+    @classmethod
+    def _token_not_empty(cls, token: str | None) -> str | None:
+        if token is not None and not token.strip():
+            raise ValueError("the token is empty: set a real token, or none to run without auth")
+        return token
+
+
+class ChatMessage(BaseModel):
+    """One message of a heavy request, as far as the proxy reads it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class HeavyChatRequest(BaseModel):
+    """The fields of a chat request heavy mode reads, checked before any upstream call."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    tools: list[dict[str, Any]] | None = None
+    n: int | None = None
+    temperature: float | None = Field(None, ge=0.0, allow_inf_nan=False)
+    top_p: float | None = Field(None, allow_inf_nan=False)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    seed: int | None = None
+    stream: bool | None = None
 
 
 class HeavyOptions(BaseModel):
@@ -101,9 +147,14 @@ def heavy_request(body: dict[str, Any], settings: ProxySettings) -> tuple[str, i
     if match is None and field in (None, False):
         return None
     try:
-        options = HeavyOptions.model_validate({} if field in (None, True) else field)
+        options = HeavyOptions.model_validate({} if field is None or field is True else field)
     except ValidationError as exc:
-        raise ProxyError(400, f"bad 'heavy' field: {exc}", "invalid_request_error") from None
+        message = f"bad 'heavy' field: {'; '.join(problems(exc, 'heavy'))}"
+        raise ProxyError(400, message, "invalid_request_error") from None
+    named = [g for g in (match.groups()[:2] if match else ()) if g]
+    if any(len(g) > MAX_COUNT_DIGITS for g in named):
+        raise ProxyError(400, f"heavy mode allows K x rounds <= {settings.max_k}; the model name asks for more",
+                         "invalid_request_error")
     k = options.k or (int(match.group(1)) if match and match.group(1) else settings.default_k)
     rounds = options.rounds or (int(match.group(2)) if match and match.group(2) else settings.rounds)
     if not 1 <= k <= settings.max_k or rounds < 1 or k * rounds > settings.max_k:
@@ -206,18 +257,22 @@ class HeavyProxy:
     def think(self, body: dict[str, Any], model: str, k: int, rounds: int) -> HeavyResult:
         """Run Heavy Thinking for one request (blocking; call it from a worker thread)."""
         s = self.settings
-        if (body.get("n") or 1) != 1:
-            raise ProxyError(400, "heavy mode returns one choice: 'n' must be 1", "invalid_request_error")
-        messages, tools = body.get("messages"), body.get("tools") or None
-        if not isinstance(messages, list) or not messages:
-            raise ProxyError(400, "the request needs a non-empty 'messages' list", "invalid_request_error")
         try:
-            config = HeavyConfig(k=k, rounds=rounds, temperature=_given(body, "temperature", 1.0),
-                                 top_p=_given(body, "top_p", 1.0), summary_temperature=s.summary_temperature,
-                                 max_new_tokens=body.get("max_completion_tokens") or body.get("max_tokens")
-                                 or s.max_new_tokens, seed=body.get("seed"))
+            request = HeavyChatRequest.model_validate(body)
         except ValidationError as exc:
-            raise ProxyError(400, f"bad sampling parameters: {exc}", "invalid_request_error") from None
+            message = f"bad heavy request: {'; '.join(problems(exc, 'body'))}"
+            raise ProxyError(400, message, "invalid_request_error") from None
+        if (request.n or 1) != 1:
+            raise ProxyError(400, "heavy mode returns one choice: 'n' must be 1", "invalid_request_error")
+        messages, tools = body["messages"], request.tools or None
+        try:
+            config = HeavyConfig(k=k, rounds=rounds, temperature=_given(request.temperature, 1.0),
+                                 top_p=_given(request.top_p, 1.0), summary_temperature=s.summary_temperature,
+                                 max_new_tokens=request.max_completion_tokens or request.max_tokens
+                                 or s.max_new_tokens, seed=request.seed)
+        except ValidationError as exc:
+            raise ProxyError(400, f"bad sampling parameters: {'; '.join(problems(exc, 'body'))}",
+                             "invalid_request_error") from None
         candidates = self.policy(s.upstream, model)
         summary = self.policy(s.summary_upstream or s.upstream, s.summary_model or model)
         try:
@@ -255,8 +310,51 @@ class HeavyProxy:
                                  background=BackgroundTask(resp.aclose))
 
 
-def _given(body: dict[str, Any], key: str, default: float) -> Any:
-    return default if body.get(key) is None else body[key]
+def _given(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or ProxyError(413) as soon as it (or its declared length) passes `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ProxyError(413, f"the request body is over the limit of {limit} bytes", "invalid_request_error")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProxyError(413, f"the request body is over the limit of {limit} bytes", "invalid_request_error")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """A chat request body as a JSON object, or ProxyError(400) saying why it is not one."""
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ProxyError(400, f"the body is not UTF-8: {exc}", "invalid_request_error") from None
+    except json.JSONDecodeError as exc:
+        raise ProxyError(400, f"the body is not JSON: {exc}", "invalid_request_error") from None
+    except RecursionError:
+        raise _too_deep() from None
+    if value_depth(body, MAX_BODY_NESTING) > MAX_BODY_NESTING:
+        raise _too_deep()
+    if not isinstance(body, dict):
+        raise ProxyError(400, "the body must be a JSON object", "invalid_request_error")
+    return body
+
+
+def _too_deep() -> ProxyError:
+    return ProxyError(400, f"the body nests deeper than {MAX_BODY_NESTING} levels", "invalid_request_error")
+
+
+def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Routing errors (unknown path, wrong method) in the OpenAI error shape, like every other error."""
+    error = ProxyError(exc.status_code, str(exc.detail), "invalid_request_error")
+    response = error.response()
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _relay(resp: httpx.Response) -> AsyncIterator[bytes]:
@@ -290,19 +388,16 @@ def create_app(upstream: str, token: str | None = None, default_k: int = 4, roun
             raise ProxyError(401, "missing or wrong API key: send 'Authorization: Bearer <token>'",
                              "invalid_request_error", "invalid_api_key")
 
-    app = FastAPI(title="toolgym heavy-thinking proxy", lifespan=lifespan, dependencies=[Depends(authorize)])
+    docs = {} if proxy.settings.token is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
+    app = FastAPI(title="toolgym heavy-thinking proxy", lifespan=lifespan, dependencies=[Depends(authorize)], **docs)
     app.state.proxy = proxy
     app.add_exception_handler(ProxyError, lambda _request, exc: exc.response())
+    app.add_exception_handler(StarletteHTTPException, _http_error)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
-        raw = await request.body()
-        try:
-            body = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ProxyError(400, f"the body is not JSON: {exc}", "invalid_request_error") from None
-        if not isinstance(body, dict):
-            raise ProxyError(400, "the body must be a JSON object", "invalid_request_error")
+        raw = await read_body(request, proxy.settings.max_body_bytes)
+        body = parse_body(raw)
         heavy = heavy_request(body, proxy.settings)
         if heavy is None:
             if "heavy" in body:  # "heavy": false / null is ours to consume, not the upstream's
@@ -324,7 +419,12 @@ def create_app(upstream: str, token: str | None = None, default_k: int = 4, roun
         resp = await proxy.forward("GET", "models")
         if resp.status_code >= 400:
             return Response(resp.content, resp.status_code, media_type=resp.headers.get("content-type"))
-        listing = resp.json()
+        try:
+            listing = resp.json()
+        except ValueError:
+            listing = None
+        if not isinstance(listing, dict) or not isinstance(listing.get("data", []), list):
+            raise _status_error(proxy._url("models"), resp.status_code, b"not a model listing: " + resp.content)
         upstream = [m for m in listing.get("data", []) if isinstance(m, dict) and "id" in m]
         heavy = [{**m, "id": f"heavy/{m['id']}", "owned_by": "toolgym-heavy"} for m in upstream]
         return JSONResponse({**listing, "data": upstream + heavy})

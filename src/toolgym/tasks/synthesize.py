@@ -15,6 +15,7 @@ from toolgym.envs.graph import UNREACHABLE, ToolGraph
 from toolgym.envs.state import diff, state_hash
 from toolgym.tasks.model import Difficulty, Task, UserProfile
 from toolgym.tasks.text import ChainDescriber, fmt, words
+from toolgym.tasks.verify import verify
 
 TARGET_KINDS = {"get": 1.0, "find": 0.5, "create": 1.0, "update": 2.0, "transition": 2.5, "action": 3.0}
 
@@ -123,8 +124,11 @@ def synthesize_task(env: Environment, seed: int, config: SynthesisConfig | None 
             try:
                 steps = ChainExecutor(domain, trial.call_or_raise, trial.random_row, rng, memory).run(plan)
                 sentence, facts = _segment_text(domain, ChainDescriber(domain, steps), steps, rng, config)
-                if domain.tools[steps[-1].tool].writes and not diff(before, trial.snapshot()):
+                after = trial.snapshot()
+                if domain.tools[steps[-1].tool].writes and not diff(before, after):
                     raise ChainFailed("the write changed nothing")
+                if not answers and not facts and not diff(initial, after):
+                    raise ChainFailed("the task so far changes nothing and asks nothing: doing nothing would pass")
             except ChainFailed:
                 trial.close()
                 continue
@@ -151,7 +155,7 @@ def synthesize_task(env: Environment, seed: int, config: SynthesisConfig | None 
         profile.on_request.pop(k, None)
     intro = _intro(profile)
     gold = [ToolCall(name=s.tool, arguments=_json_args(s.args)) for seg in segments for s in seg]
-    return Task(
+    task = Task(
         id=task_id or f"{env.id}-t{seed}",
         domain=domain.name,
         seed=seed,
@@ -165,6 +169,19 @@ def synthesize_task(env: Environment, seed: int, config: SynthesisConfig | None 
         difficulty=Difficulty(chain_length=len(gold), n_writes=sum(domain.tools[c.name].writes for c in gold),
                               n_env_tools=len(env.tool_names), n_targets=len(segments)),
     )
+    if passes_untouched(task, env):
+        raise SynthesisFailed(f"task {task.id} would pass with no action and an empty answer")
+    return task
+
+
+def passes_untouched(task: Task, env: Environment) -> bool:
+    """Whether the task's verifier passes `env` as it is (untouched by any agent) with an empty answer: such a task
+    rewards doing nothing, so synthesis rejects it."""
+    untouched = env.fork()
+    try:
+        return verify(task, untouched, "").passed
+    finally:
+        untouched.close()
 
 
 def _intro(profile: UserProfile) -> str:

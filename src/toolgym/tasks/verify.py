@@ -12,6 +12,7 @@ from toolgym.envs.state import Snapshot, compare_changes, diff, snapshot
 from toolgym.tasks.model import Task
 
 _NUMBER = re.compile(r"(?<![\w.-])-?\d+(?:,\d{3})*(?:\.\d+)?(?![\w.]*\w)")
+_OPPOSITE = {"yes": "no", "no": "yes", "true": "false", "false": "true"}
 
 
 class Verdict(BaseModel):
@@ -38,13 +39,19 @@ def _norm(text: str) -> str:
     return re.sub(r"\s+", " ", text.replace("_", " ")).strip().lower()
 
 
+def _says(phrase: str, answer: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(_norm(phrase))}(?!\w)", _norm(answer)) is not None
+
+
 def fact_in_answer(fact: str, answer: str) -> bool:
     """A fact is stated if it appears as whole words (case-insensitive, underscores as spaces); a number must
-    appear as a number of the same value ("12.5" states "12.50"; "125" or "a12b" do not)."""
+    appear as a number of the same value ("12.5" states "12.50"; "125" or "a12b" do not). A yes/no (true/false)
+    fact must be asserted: an answer that also says its opposite hedges and states nothing."""
     try:
         target = float(fact.replace(",", ""))
     except ValueError:
-        return re.search(rf"(?<!\w){re.escape(_norm(fact))}(?!\w)", _norm(answer)) is not None
+        opposite = _OPPOSITE.get(_norm(fact))
+        return _says(fact, answer) and (opposite is None or not _says(opposite, answer))
     return any(abs(float(n.replace(",", "")) - target) < 0.005 for n in _NUMBER.findall(answer))
 
 
