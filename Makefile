@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
+	command -v bwrap >/dev/null 2>&1 || apt-get install -y bubblewrap || echo "bubblewrap is missing and could not be installed: code environments will refuse to run"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,6 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/run_all.py
 
 clean:

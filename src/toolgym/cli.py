@@ -6,10 +6,13 @@ import json
 import sqlite3
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
+import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -22,6 +25,7 @@ from toolgym.envs.graph import ToolGraph
 from toolgym.envs.sample import EnvironmentSampler, SamplerConfig
 from toolgym.jsonl import read_jsonl, write_jsonl
 from toolgym.models.zigzag_cli import zigzag_app
+from toolgym.search.commands import search_app
 from toolgym.tasks.model import Task
 from toolgym.tasks.synthesize import SynthesisFailed, synthesize_task
 from toolgym.envs.families import replay
@@ -36,6 +40,7 @@ app.add_typer(domains_app, name="domains")
 app.add_typer(envs_app, name="envs")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(zigzag_app, name="zigzag")
+app.add_typer(search_app, name="search")
 heavy_app = typer.Typer(help="Heavy Thinking: K parallel candidates summarized into one answer.", no_args_is_help=True)
 app.add_typer(heavy_app, name="heavy")
 console = Console()
@@ -48,8 +53,45 @@ DataSeedOpt = Annotated[int, typer.Option("--data-seed", help="Seed of the domai
 
 
 def _progress() -> Progress:
+    """A transient progress bar on a terminal; off when stdout is piped, so listings stay clean (rich would add a
+    blank line)."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+                    console=console, transient=True, disable=not console.is_terminal)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print an error a user caused (as plain text: brackets in it are not markup) and exit with `code`."""
+    console.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (one array of objects) instead of a table.")]
+
+
+def emit_rows(columns: list[str], rows: list[list[object]], as_json: bool = False) -> None:
+    """A listing as JSON (--json), as tab-separated lines when stdout is not a terminal (nothing truncated), or as a
+    table on a terminal."""
+    if as_json:
+        typer.echo(json.dumps([dict(zip(columns, row)) for row in rows], indent=2))
+    elif not console.is_terminal:
+        typer.echo("\n".join("\t".join(map(str, line)) for line in [columns, *rows]))
+    else:
+        table = Table(*columns)
+        for row in rows:
+            table.add_row(*map(str, row))
+        console.print(table)
+
+
+@contextmanager
+def record_errors(source: Path | None) -> Iterator[None]:
+    """Records that cannot be read or rebuilt (a malformed line, a domain spec that is gone or changed since) end the
+    command with a message naming `source`, not a traceback."""
+    try:
+        yield
+    except KeyError as exc:
+        fail(f"{source}: {exc.args[0] if exc.args else exc}")
+    except ValueError as exc:
+        fail(f"{source}: {exc}")
 
 
 def _domains(spec: str) -> list[str]:
@@ -62,41 +104,37 @@ def _load(name: str):
     except KeyError as exc:
         raise typer.BadParameter(str(exc.args[0])) from None
     except SpecError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+        fail(str(exc))
 
 
 @domains_app.command("list")
-def domains_list() -> None:
+def domains_list(as_json: JsonOpt = False) -> None:
     """List built-in domains with their size."""
-    table = Table("domain", "title", "entities", "tools", "actions", "seeded rows", "graph edges")
+    rows = []
     for name in builtin_names():
         d = _load(name)
-        g = ToolGraph(d)
-        table.add_row(name, d.spec.title, str(len(d.entities)), str(len(d.tools)), str(len(d.spec.actions)),
-                      str(sum(e.rows for e in d.spec.entities)), str(g.graph.number_of_edges()))
-    console.print(table)
+        rows.append([name, d.spec.title, len(d.entities), len(d.tools), len(d.spec.actions),
+                     sum(e.rows for e in d.spec.entities), ToolGraph(d).graph.number_of_edges()])
+    emit_rows(["domain", "title", "entities", "tools", "actions", "seeded_rows", "graph_edges"], rows, as_json)
 
 
 @domains_app.command("show")
 def domains_show(name: Annotated[str, typer.Argument(help="Domain name or spec path.")],
-                 tools: Annotated[bool, typer.Option(help="List every tool with its parameters.")] = False) -> None:
-    """Show a domain's entities, tool kinds and tool graph."""
+                 tools: Annotated[bool, typer.Option(help="List every tool with its parameters.")] = False,
+                 as_json: JsonOpt = False) -> None:
+    """Show a domain's entities, tool kinds and tool graph (with --tools, list the tools instead of the entities)."""
     d = _load(name)
-    console.print(f"[bold]{d.spec.title}[/bold] ({d.name}): {d.spec.description}")
-    table = Table("entity", "fields", "rows", "states", "tools")
-    for e in d.spec.entities:
-        n = sum(1 for t in d.tools.values() if t.entity == e.name)
-        table.add_row(e.name, ", ".join(f.name for f in e.fields), str(e.rows),
-                      ", ".join(e.status.states) if e.status else "-", str(n))
-    console.print(table)
-    console.print(f"tool graph: {ToolGraph(d).summary()}")
     if tools:
-        tt = Table("tool", "kind", "writes", "parameters")
-        for t in d.tools.values():
-            params = ", ".join(f"{p.name}{'' if p.required else '?'}" for p in t.params)
-            tt.add_row(t.name, t.kind, "yes" if t.writes else "", params)
-        console.print(tt)
+        emit_rows(["tool", "kind", "writes", "parameters"],
+                  [[t.name, t.kind, t.writes, ", ".join(f"{p.name}{'' if p.required else '?'}" for p in t.params)]
+                   for t in d.tools.values()], as_json)
+        return
+    if not as_json:
+        console.print(f"{d.spec.title} ({d.name}): {d.spec.description}", markup=False)
+        console.print(f"tool graph: {ToolGraph(d).summary()}", markup=False)
+    emit_rows(["entity", "fields", "rows", "states", "tools"],
+              [[e.name, ", ".join(f.name for f in e.fields), e.rows, ", ".join(e.status.states) if e.status else "-",
+                sum(1 for t in d.tools.values() if t.entity == e.name)] for e in d.spec.entities], as_json)
 
 
 @domains_app.command("compile")
@@ -110,8 +148,7 @@ def domains_compile(
     try:
         d = load_spec_file(path)
     except SpecError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+        fail(str(exc))
     console.print(f"[green]ok[/green] {d.name}: {len(d.entities)} entities, {len(d.tools)} tools")
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -130,9 +167,16 @@ def _sample_envs(domain_names: list[str], n: int, seed: int, data_seed: int, min
     with _progress() as progress:
         for name in domain_names:
             d = _load(name)
+            if len(d.tools) < min_tools:
+                fail(f"domain {d.name} has {len(d.tools)} tools, fewer than --min-tools {min_tools}; "
+                     f"pass --min-tools {len(d.tools)} or fewer")
             sampler = EnvironmentSampler(d, seed, SamplerConfig(min_tools=min_tools), data_seed)
             job = progress.add_task(f"sampling {name}", total=n)
-            for env in sampler.sample_many(n):
+            for _ in range(n):
+                try:
+                    env = sampler.sample()
+                except RuntimeError as exc:  # no chain executes, or too few tools are reachable
+                    fail(f"cannot sample an environment of {d.name}: {exc}")
                 yield env
                 env.close()
                 progress.advance(job)
@@ -160,10 +204,54 @@ def envs_sample(
                   f"{statistics.mean(chains):.2f}")
 
 
+@envs_app.command("serve-mcp")
+def envs_serve_mcp(
+    source: Annotated[str, typer.Argument(help="JSONL file of tasks or environment records, or one JSON line.")],
+    select: Annotated[Optional[str], typer.Option("--id", help="Serve the line with this task or environment id "
+                                                  "(default: the first line).")] = None,
+    transport: Annotated[str, typer.Option(help="'stdio' or 'http' (streamable HTTP at /mcp).")] = "stdio",
+    host: Annotated[str, typer.Option(help="Interface to bind (http).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (http).")] = 8000,
+    token: Annotated[Optional[str], typer.Option(envvar="TOOLGYM_MCP_TOKEN",
+                                                 help="Require 'Authorization: Bearer TOKEN' (http).")] = None,
+) -> None:
+    """Serve one environment over the Model Context Protocol: its tools, plus toolgym_verify (the task's verdict,
+    when SOURCE holds tasks) and toolgym_reset."""
+    from toolgym.envs.mcp import EnvironmentSession, check_token, load_target, serve_http, serve_stdio
+
+    log = Console(stderr=True)
+    if transport not in ("stdio", "http"):
+        raise typer.BadParameter("choose 'stdio' or 'http'", param_hint="--transport")
+    if token is not None and transport == "http":
+        try:
+            check_token(token)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--token") from None
+    try:
+        record, task = load_target(source, select)
+        session = EnvironmentSession(record, task)
+    except (ValueError, KeyError, OSError) as exc:  # stdout may be the MCP channel, so errors go to stderr
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        log.print(str(message), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    what = f"task {task.id}" if task else f"environment {record.id}"
+    try:
+        if transport == "stdio":
+            log.print(f"serving {what} over MCP on stdio")
+            serve_stdio(session)
+        else:
+            log.print(f"serving {what} over MCP at http://{host}:{port}/mcp{' (token required)' if token else ''}")
+            serve_http(session, host, port, token)
+    finally:
+        session.close()
+
+
 @tasks_app.command("synth")
 def tasks_synth(
-    domain: Annotated[Optional[str], typer.Option("--domain", "-d", help="Domain name, spec path, or 'all'.")] = None,
-    envs: Annotated[Optional[Path], typer.Option(help="Environments JSONL to build tasks in (else sample).")] = None,
+    domain: Annotated[Optional[str], typer.Option("--domain", "-d", help="Domain name, spec path, 'all', or 'code' "
+                                                  "(bug-fix tasks in standard-library modules, --n in all).")] = None,
+    envs: Annotated[Optional[Path], typer.Option(help="Environments JSONL to build tasks in (else sample).",
+                                                 exists=True, dir_okay=False)] = None,
     n: Annotated[int, typer.Option("--n", help="Tasks per domain (one per environment).", min=1)] = 10,
     seed: SeedOpt = 0,
     data_seed: DataSeedOpt = 0,
@@ -171,6 +259,10 @@ def tasks_synth(
     show: Annotated[int, typer.Option(help="Print this many example instructions.")] = 3,
 ) -> None:
     """Reverse-synthesize tasks from executed tool chains and write them as JSONL."""
+    if domain == "code" and envs is None:
+        from toolgym.code.synth_cli import synth_code_tasks
+
+        return synth_code_tasks(n, seed, out, show, console)
     if (domain is None) == (envs is None):
         raise typer.BadParameter("give exactly one of --domain or --envs")
     if envs is not None:
@@ -179,11 +271,12 @@ def tasks_synth(
         sources = _sample_envs(_domains(domain), n, seed, data_seed, 20)
     tasks: list[Task] = []
     failed = 0
-    for i, env in enumerate(sources):
-        try:
-            tasks.append(synthesize_task(env, seed * 1_000_003 + i))
-        except SynthesisFailed:
-            failed += 1
+    with record_errors(envs):
+        for i, env in enumerate(sources):
+            try:
+                tasks.append(synthesize_task(env, seed * 1_000_003 + i))
+            except SynthesisFailed:
+                failed += 1
     write_jsonl(out, tasks)
     if not tasks:
         console.print("[red]no task could be synthesized[/red]")
@@ -198,9 +291,10 @@ def tasks_synth(
 @tasks_app.command("verify")
 def tasks_verify(path: Annotated[Path, typer.Argument(help="Tasks JSONL.", exists=True)]) -> None:
     """Replay every task's gold chain and check its verifier passes (exit 1 if any fails)."""
-    tasks = list(read_jsonl(path, Task))
+    with record_errors(path):
+        tasks = list(read_jsonl(path, Task))
     bad = []
-    with _progress() as progress:
+    with _progress() as progress, record_errors(path):
         job = progress.add_task("replaying gold chains", total=len(tasks))
         for t in tasks:
             verdict = replay(t, t.gold_chain, gold_answer(t))
@@ -236,7 +330,9 @@ def load_policy(spec: str, model: str | None = None, tasks: list[Task] | None = 
 @app.command("eval")
 def eval_cmd(
     policy: Annotated[str, typer.Option(help="Model directory, OpenAI-compatible URL, or scripted:gold.")],
-    suite: Annotated[str, typer.Option(help="Task suite: random-complex (multi-step, >= 4 domains) or simple.")]
+    suite: Annotated[str, typer.Option(help="Task suite: random-complex (multi-step, >= 4 domains), simple, or search "
+                                        "(multi-hop questions over corpora of every built-in domain), or code "
+                                        "(bug fixes in standard-library modules).")]
     = "random-complex",
     n: Annotated[int, typer.Option("--n", help="Number of tasks.", min=1)] = 100,
     k: Annotated[int, typer.Option("--k", help="Trials per task (pass@k, pass^k).", min=1)] = 4,
@@ -255,6 +351,7 @@ def eval_cmd(
     heavy: Annotated[int, typer.Option("--heavy", help="K > 0 also runs self-consistency@K, agentic heavy@K and the "
                                        "best-of-K oracle, reported beside 'single'; the summary may write 2x "
                                        "--max-new-tokens (0: off).", min=0)] = 0,
+    as_json: JsonOpt = False,
 ) -> None:
     """Run a policy on a task suite, k trials each; report pass@1, pass@k, pass^k per domain (JSON + HTML)."""
     from toolgym.agent.rollout import RolloutConfig
@@ -268,7 +365,16 @@ def eval_cmd(
         task_list = _tasks_arg(tasks)[:n]
     else:
         with console.status(f"building suite {suite} ({n} tasks)"):
-            task_list = build_suite(suite, n, seed)
+            if suite == "search":
+                from toolgym.search.synthesize import build_search_suite
+
+                task_list = build_search_suite(builtin_names(), n, seed)[0]
+            elif suite == "code":
+                from toolgym.code.synth_cli import code_suite
+
+                task_list = code_suite(n, seed, console)
+            else:
+                task_list = build_suite(suite, n, seed)
     pol = load_policy(policy, model, task_list)
     cfg = RolloutConfig(max_turns=max_turns, sampling=SamplingParams(temperature=temperature,
                                                                      max_new_tokens=max_new_tokens, seed=seed))
@@ -294,13 +400,12 @@ def eval_cmd(
     html = write_report(runs, out, title=f"toolgym eval: {policy} on {suite}",
                         extra={"suite": str(tasks) if tasks else suite, "n": len(task_list), "k": k,
                                "noise_level": noise_level, "seed": seed, **({"heavy_k": heavy} if heavy else {})})
-    table = Table("run", "domain", "pass@1", f"pass@{k}", f"pass^{k}", "reward", "progress", "turns", "tokens")
-    for run in runs:
-        for dom, m in run.metrics().items():
-            table.add_row(run.name, dom, f"{m.pass_at_1:.3f}", f"{m.pass_at_k:.3f}", f"{m.pass_hat_k:.3f}",
-                          f"{m.avg_reward:.3f}", f"{m.avg_progress:.3f}", f"{m.avg_turns:.1f}", f"{m.avg_tokens:.0f}")
-    console.print(table)
-    console.print(f"report -> {html}")
+    emit_rows(["run", "domain", "k", "pass@1", "pass@k", "pass^k", "reward", "progress", "turns", "tokens"],
+              [[run.name, dom, run.k, round(m.pass_at_1, 3), round(m.pass_at_k, 3), round(m.pass_hat_k, 3),
+                round(m.avg_reward, 3), round(m.avg_progress, 3), round(m.avg_turns, 1), round(m.avg_tokens)]
+               for run in runs for dom, m in run.metrics().items()], as_json)
+    (Console(stderr=True) if as_json else console).print(f"report -> {html}", markup=False,  # --json: stdout is JSON
+                                                         soft_wrap=True)
 
 
 def _tasks_arg(tasks: Path) -> list[Task]:
@@ -378,8 +483,10 @@ def sft_cmd(
                         context_loss_weight=context_loss_weight, device=device)
     except ValidationError as exc:
         raise typer.BadParameter("; ".join(problems(exc, "config"))) from None
-    examples = list(sft_examples(_tasks_arg(tasks), seed, variants=variants))
+    with console.status("replaying gold chains into SFT examples"):
+        examples = list(sft_examples(_tasks_arg(tasks), seed, variants=variants))
     write_jsonl(out / "sft_data.jsonl", examples)
+    console.print(f"{len(examples)} examples; training -> {out}", markup=False)
     metrics = train_sft(model, examples, out, cfg)
     console.print(f"{len(metrics)} steps, final loss {metrics[-1]['loss']:.3f}; model -> {out}")
 
@@ -437,16 +544,33 @@ def train_cmd(
 ) -> None:
     """DORA-style asynchronous RL (GSPO by default) on a task set; `mode: sync` runs the barrier baseline."""
     from toolgym.rl.config import RLConfig
+    from toolgym.rl.losses import LOSSES
     from toolgym.rl.runtime_local import train_from_config
 
     try:
         cfg = RLConfig.from_yaml(config)
+    except yaml.YAMLError as exc:
+        fail(f"{config}: not valid YAML\n{exc}")
     except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+        fail(str(exc))
+    if cfg.trainer.algorithm not in LOSSES:
+        fail(f"{config}: trainer.algorithm '{cfg.trainer.algorithm}' is unknown; choose from "
+             f"{', '.join(sorted(LOSSES))}")
+    for key, path in (("tasks", cfg.tasks), ("model", cfg.model)):
+        if not Path(path).exists():
+            fail(f"{config}: {key} '{path}' does not exist")
+    if resume and not (Path(cfg.out) / "checkpoint" / "state.json").exists():
+        fail(f"--resume: no checkpoint in {cfg.out}/checkpoint to resume from")
+    console.print(f"training {cfg.steps} steps of {cfg.groups_per_step} groups x {cfg.manager.group_size} rollouts "
+                  f"({cfg.trainer.algorithm}, {cfg.mode}) from {cfg.model}; loading the model...", markup=False)
     summary = train_from_config(cfg, resume=resume)
     console.print(f"{summary.steps} steps, {summary.trained_groups} groups trained, {summary.samples_per_s:.2f} "
                   f"samples/s, trainer idle {summary.trainer_idle_fraction:.0%}; checkpoint -> {cfg.out}/checkpoint")
+    if summary.stopped_reason:
+        fail(f"stopped early after {summary.steps} of {cfg.steps} steps: {summary.stopped_reason}. A group trains only "
+             "when its rollouts' rewards differ: raise rollout.progress_reward (partial credit for gold-chain "
+             "progress), rollout.sampling.temperature or manager.group_size, train the model with `toolgym sft` "
+             "first, or raise max_wait_seconds.")
 
 
 @heavy_app.command("serve")
@@ -466,16 +590,23 @@ def heavy_serve(
     upstream_api_key: Annotated[Optional[str], typer.Option(envvar="TOOLGYM_UPSTREAM_API_KEY",
                                                             help="Bearer key sent to the upstream.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for one upstream answer.", min=0.001)] = 120.0,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted; larger ones get 413.",
+                                                min=1024)] = 8 * 2**20,
 ) -> None:
     """OpenAI-compatible proxy: model 'heavy/<m>' or 'heavy@K/<m>' (or body field "heavy") runs Heavy Thinking on
     upstream model <m>; every other request passes through unchanged."""
-    from toolgym.heavy.server import serve
+    from toolgym.heavy.server import ProxySettings, serve
 
+    settings = {"token": token, "default_k": k, "rounds": rounds, "max_k": max_k, "summary_upstream": summary_upstream,
+                "summary_model": summary_model, "upstream_api_key": upstream_api_key, "timeout": timeout,
+                "max_body_bytes": max_body_bytes}
+    try:
+        ProxySettings(upstream=upstream, **settings)
+    except ValidationError as exc:
+        fail("cannot start the proxy: " + "; ".join(problems(exc, "settings")))
     console.print(f"heavy proxy on http://{host}:{port}/v1 -> {upstream} (K={k}, rounds={rounds}"
                   f"{', token required' if token else ''})")
-    serve(upstream, host=host, port=port, token=token, default_k=k, rounds=rounds, max_k=max_k,
-          summary_upstream=summary_upstream, summary_model=summary_model, upstream_api_key=upstream_api_key,
-          timeout=timeout)
+    serve(upstream, host=host, port=port, **settings)
 
 
 if __name__ == "__main__":

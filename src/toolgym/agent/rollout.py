@@ -206,7 +206,8 @@ class _EpisodeRun:
         traj.segments = self.tracker.segments if self.tracker is not None else []
         traj.final_answer = "\n".join(a for a in self.answers if a)
         verdict = verify_episode(self.ep.task, self.ep.env, traj.final_answer)
-        traj.progress = chain_progress(self.ep.task.gold_chain, [c for turn in traj.turns for c in turn.tool_calls])
+        traj.progress = verdict.progress if verdict.progress is not None else chain_progress(
+            self.ep.task.gold_chain, [c for turn in traj.turns for c in turn.tool_calls])
         traj.passed, traj.verdict = verdict.passed, verdict.explain()
         traj.reward = verdict.reward if verdict.passed else self.cfg.progress_reward * traj.progress
         return traj

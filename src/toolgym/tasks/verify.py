@@ -23,6 +23,9 @@ class Verdict(BaseModel):
     answers_ok: bool
     problems: list[str]
     missing_answers: list[str]
+    progress: float | None = None
+    """The family's own partial-credit measure in [0, 1] (code: share of broken tests fixed); None: rollouts use the
+    gold-chain progress of the calls made."""
 
     @property
     def reward(self) -> float:
