@@ -133,7 +133,7 @@ def test_cli_synth_writes_tasks_and_reports_every_filter(tmp_path):
                                       "--out", str(out)])
     assert result.exit_code == 0, result.output
     tasks = list(read_jsonl(out, Task))
-    assert len(tasks) == 6 and {t.domain for t in tasks} == {"bank", "clinic"}
+    assert len(tasks) == 6 and {t.domain for t in tasks} == {"bank-search", "clinic-search"}
     assert all(t.env.family == "search" for t in tasks)
     stats = (tmp_path / "search.stats.json").read_text()
     assert all(f'"{f}"' in stats for f in FILTERS)

@@ -87,6 +87,12 @@ def replay(task: Task, calls: list[ToolCall], answer: str = "") -> Verdict:
         env.close()
 
 
+def takes_noise(task: Task) -> bool:
+    """Whether instruction and tool noise apply to the task: they rewrite domain facts and tool results, so only
+    tool-use domains take them; other families' episodes run clean."""
+    return task.env.family == "tool"
+
+
 def env_title(task: Task, env: Any) -> str:
     return family(task.env.family).title(env)
 

@@ -10,7 +10,7 @@ from typing import Literal
 from toolgym.agent.rollout import Episode, RolloutConfig, run_episodes
 from toolgym.agent.trajectory import Trajectory
 from toolgym.domains import builtin_names, load_domain
-from toolgym.envs.families import open_env
+from toolgym.envs.families import open_env, takes_noise
 from toolgym.envs.sample import EnvironmentSampler
 from toolgym.eval.metrics import EvalRun
 from toolgym.noise.instruction import apply_instruction_noise
@@ -55,6 +55,10 @@ def build_suite(name: str = "random-complex", n: int = 100, seed: int = 0, domai
 def make_episodes(tasks: list[Task], k: int, noise: NoiseMode = "none", level: float = 0.5, seed: int = 0
                   ) -> list[Episode]:
     """k episodes per task, each with a fresh environment and, when asked, seeded instruction and tool noise."""
+    if noise != "none" and not all(takes_noise(t) for t in tasks):
+        families = sorted({t.env.family for t in tasks if not takes_noise(t)})
+        raise ValueError(f"noise applies to tool-use tasks only; these tasks include {', '.join(families)} tasks "
+                         f"(evaluate them with noise 'none')")
     episodes = []
     for t in tasks:
         for trial in range(k):

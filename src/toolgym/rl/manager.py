@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pydantic import BaseModel
 
 from toolgym.agent.rollout import BatchedPolicy, Episode, RolloutConfig, run_episode
-from toolgym.envs.families import open_env
+from toolgym.envs.families import open_env, takes_noise
 from toolgym.noise.curriculum import NoiseCurriculum
 from toolgym.noise.instruction import apply_instruction_noise
 from toolgym.noise.tool import ToolNoise
@@ -44,7 +44,7 @@ def group_episodes(gid: int, task: Task, cfg: ManagerConfig, noise_levels: dict[
     """Group `gid`'s episodes of `task`; with noise levels (a noise curriculum), a seeded share of groups is noisy at
     those levels. Everything random derives from the group id, so the same group can be replayed anywhere."""
     rng = random.Random(_seed(cfg.seed, "group", gid))
-    noisy = noise_levels is not None and rng.random() < cfg.noisy_fraction
+    noisy = noise_levels is not None and rng.random() < cfg.noisy_fraction and takes_noise(task)
     episodes = []
     for i in range(cfg.group_size):
         t, env, info = task, open_env(task.env), {}

@@ -103,10 +103,11 @@ def synthesize_search_tasks(env: Environment, n: int, seed: int, config: SearchS
 
 
 def question_task(env: Environment, corpus_config: CorpusConfig, question: Question, seed: int) -> Task:
-    """A Task for an accepted question: the answer is the required fact; the gold chain is the synthesis path."""
+    """A Task for an accepted question: the answer is the required fact; the gold chain is the synthesis path. Its
+    domain label is `<domain>-search`, so pass rates and oversampling keep search apart from the domain's tool tasks."""
     record = search_record(env, corpus_config, question)
     gold = gold_calls(corpus_for(record), question)
-    return Task(id=question.id, domain=env.domain.name, seed=seed, env=record, instruction=question.text,
+    return Task(id=question.id, domain=f"{env.domain.name}-search", seed=seed, env=record, instruction=question.text,
                 user=UserProfile(), gold_chain=gold, expected_changes=[], expected_state_hash="",
                 required_answers=[question.answer],
                 difficulty=Difficulty(chain_length=len(gold), n_writes=0, n_env_tools=3, n_targets=question.n_hops))

@@ -44,4 +44,4 @@ class Task(BaseModel):
     @property
     def domain_source(self) -> str:
         """What `load_domain` takes to find this task's domain: a custom domain's spec path, else the built-in name."""
-        return self.env.spec or self.domain
+        return self.env.spec or self.env.domain
