@@ -24,7 +24,6 @@ from pathlib import Path
 import torch
 from rich.console import Console
 from rich.table import Table
-from transformers import AutoTokenizer
 
 from toolgym.agent.rollout import RolloutConfig
 from toolgym.demo_config import DemoConfig
@@ -37,7 +36,7 @@ from toolgym.eval.runner import evaluate
 from toolgym.heavy.agentic import AgenticHeavyConfig
 from toolgym.jsonl import write_jsonl
 from toolgym.policy.base import SamplingParams
-from toolgym.policy.hf import HFPolicy
+from toolgym.policy.hf import HFPolicy, load_tokenizer, quiet_transformers
 from toolgym.policy.pretrain import RECIPES, pretrain
 from toolgym.rl.config import RLConfig, TrainerConfig
 from toolgym.rl.manager import ManagerConfig
@@ -184,8 +183,9 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
                       trainer)
     trainer.publish = run.policy.set_weights
     summary = run.run()
-    trainer.model.save_pretrained(out / "rl" / "model")
-    AutoTokenizer.from_pretrained(out / "sft").save_pretrained(out / "rl" / "model")
+    with quiet_transformers():
+        trainer.model.save_pretrained(out / "rl" / "model")
+        load_tokenizer(out / "sft").save_pretrained(out / "rl" / "model")
     console.print(f"RL: {summary.steps} steps, {summary.trained_groups} groups, trainer idle "
                   f"{summary.trainer_idle_fraction:.0%}, queue {summary.queue}")
     if summary.stopped_reason:
@@ -229,10 +229,9 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
                                    comparisons["held-out basic clean"].difference
                                    / (timings["rl"] / 60 * torch.get_num_threads()), 4)}
                                   if "held-out basic clean" in comparisons else {})},
-                        figures=figures, headline=sentence, data={"timings_s": timings, "rl_minus_sft": {
+                        figures=figures, headline=sentence, data={"rl_minus_sft": {
                             k: c.model_dump() for k, c in comparisons.items()}},
-                        tables={"RL minus SFT (paired by task, bootstrap 95% CI)": rl_minus_sft,
-                                "Wall time per stage (s)": [timings]})
+                        tables={"RL minus SFT (paired by task, bootstrap 95% CI)": rl_minus_sft}, timings=timings)
     result = Table("run", "episodes", "pass@1 [95% CI]", f"pass^{cfg.eval_k}", "progress")
     for r in [*before, *after, *heavy]:
         m = r.metrics()["overall"]

@@ -7,11 +7,14 @@ logits (temperature 1, no top-p filtering) at the sampled token: the pi_old that
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from toolgym.device import checked_device
 from toolgym.policy.base import Completion, GenerationRequest, SamplingParams
@@ -26,6 +29,40 @@ from toolgym.policy.constrained import (
     VocabTrie,
     walk,
 )
+
+
+_LENGTH_WARNING = "sequence-length-is-longer-than-the-specified-maximum"
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Within the block, transformers logs errors only and draws no tqdm bars ("Loading weights", "Writing model
+    shards"): toolgym shows its own progress. The caller's verbosity and bar setting come back afterwards."""
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    """A tokenizer that does not warn that a sequence is longer than its `model_max_length`: toolgym bounds lengths
+    itself (RolloutConfig.max_total_tokens, SFTConfig.max_len). Transformers gives that warning once per tokenizer;
+    this marks it given, for this tokenizer only."""
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.deprecation_warnings[_LENGTH_WARNING] = True
+    return tokenizer
+
+
+def load_causal_lm(path: str | Path, **kwargs: Any) -> Any:
+    """`AutoModelForCausalLM.from_pretrained(path, **kwargs)` without transformers' loading bar and notices."""
+    with quiet_transformers():
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
 
 def _stop_ids(tokenizer: Any, model: Any) -> set[int]:
@@ -65,8 +102,8 @@ class HFPolicy:
     def __init__(self, path: str | Path, device: str = "cpu", dtype: str = "float32", version: int = 0,
                  constrain: ConstraintMode = "schema"):
         device = checked_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
+        self.tokenizer = load_tokenizer(path)
+        self.model = load_causal_lm(path, dtype=getattr(torch, dtype)).to(device).eval()
         self.device = torch.device(device)
         self.version = version
         self.stop_ids = _stop_ids(self.tokenizer, self.model)

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM
 
+from toolgym.policy.hf import load_causal_lm, quiet_transformers
 from toolgym.rl.config import TrainerConfig
 from toolgym.rl.losses import LOSSES, group_advantages
 from toolgym.rl.queue import SampleGroup
@@ -49,7 +49,7 @@ class Trainer:
         self.cfg = cfg or TrainerConfig()
         if self.cfg.algorithm not in LOSSES:
             raise ValueError(f"unknown algorithm '{self.cfg.algorithm}'; choose from {sorted(LOSSES)}")
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir).to(self.cfg.device)
+        self.model = load_causal_lm(model_dir).to(self.cfg.device)
         self.model.train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.publish = publish
@@ -98,11 +98,12 @@ class Trainer:
 
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path)
+        with quiet_transformers():
+            self.model.save_pretrained(path)
         torch.save({"opt": self.opt.state_dict(), "version": self.version}, path / "trainer.pt")
 
     def load(self, path: Path) -> None:
         state = torch.load(path / "trainer.pt", weights_only=False, map_location=self.cfg.device)
-        self.model.load_state_dict(AutoModelForCausalLM.from_pretrained(path).state_dict())
+        self.model.load_state_dict(load_causal_lm(path).state_dict())
         self.opt.load_state_dict(state["opt"])
         self.version = state["version"]

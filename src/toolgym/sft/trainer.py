@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from toolgym.agent.tokens import TokenTracker
 from toolgym.device import Device
+from toolgym.policy.hf import load_causal_lm, load_tokenizer, quiet_transformers
 from toolgym.rl.trainer import token_logprobs
 from toolgym.sft.data import SFTExample
 
@@ -97,8 +97,8 @@ def train_sft(model_dir: str | Path, examples: Sequence[SFTExample], out_dir: st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).to(cfg.device)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_causal_lm(model_dir).to(cfg.device)
     model.train()
     data = [tokenize_example(tokenizer, ex) for ex in examples]
     data = [(ids[:cfg.max_len], mask[:cfg.max_len]) for ids, mask in data if any(mask[:cfg.max_len])]
@@ -134,7 +134,9 @@ def train_sft(model_dir: str | Path, examples: Sequence[SFTExample], out_dir: st
             log.flush()
             progress.update(job, advance=1, loss=f"loss {row['loss']:.3f}")
             if cfg.save_every and step % cfg.save_every == 0:
-                model.save_pretrained(out / f"checkpoint-{step}")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+                with quiet_transformers():
+                    model.save_pretrained(out / f"checkpoint-{step}")
+    with quiet_transformers():
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
     return metrics
