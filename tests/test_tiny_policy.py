@@ -86,6 +86,20 @@ def test_checkpoint_loads_with_the_trained_tokenizer(arch, corpus, model_dir, tm
     assert len(completion.token_ids) == len(completion.logprobs) <= 4
 
 
+def test_a_word_is_the_same_token_in_prose_keys_and_values(model_dir):
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    prose = tok.encode("Could you tell me the booking status of Paris?", add_special_tokens=False)
+    key = tok.encode('{"booking_status": "Paris", "status":"open"}', add_special_tokens=False)
+
+    def contains(ids: list[int], part: list[int]) -> bool:
+        return any(ids[i:i + len(part)] == part for i in range(len(ids)))
+
+    for word in ("booking", "status", "Paris"):
+        pieces = tok.encode(word, add_special_tokens=False)
+        assert contains(prose, pieces) and contains(key, pieces), (word, tok.convert_ids_to_tokens(prose + key))
+    assert tok.decode(tok.encode("a  b_c\n\t\"d\": 1.50 Zoë", add_special_tokens=False)) == 'a  b_c\n\t"d": 1.50 Zoë'
+
+
 def test_template_is_concatenative_in_text_and_ids(policy, conversation):
     messages, tools = conversation
     tok = policy.tokenizer

@@ -4,7 +4,8 @@ Real RL starts from a pretrained model, and a 2-core CPU cannot train a competen
 15-minute demo. The recipe trains the tiny model on the gold episodes of the built-in domains that the demo does
 not train or evaluate on (so a demo's held-out environments are never seen, not even their domain), with both task
 tiers, value resampling and quoted answers: it learns the call format, reading tool results and quoting facts. Its
-tokenizer is trained on rendered episodes of every built-in domain, so words of the other domains are whole tokens.
+tokenizer is trained on rendered episodes of every built-in domain, with word-aligned pieces (policy.tiny), so a field
+named in a question and the same field in a tool result share tokens.
 The output is an ordinary transformers checkpoint; toolgym ships the one this recipe made (toolgym.assets.TINY_BASE).
 """
 
@@ -41,7 +42,7 @@ class PretrainRecipe(BaseModel):
     layers: int = 4
     heads: int = 4
     max_positions: int = 4096
-    steps: int = Field(900, ge=1)
+    steps: int = Field(1000, ge=1)
     batch_size: int = 8
     lr: float = 2e-3
     context_loss_weight: float = 0.25
@@ -82,5 +83,6 @@ def pretrain(recipe: PretrainRecipe, out: Path, show_progress: bool = True) -> d
         "first_loss": metrics[0]["loss"], "final_loss": sum(m["loss"] for m in metrics[-20:]) / min(20, len(metrics)),
         "tokens": sum(m["tokens"] for m in metrics), "wall_seconds": time.perf_counter() - start}
     (out / "pretrain.json").write_text(json.dumps(figures, indent=2))
+    (out / "sft_metrics.jsonl").replace(out / "pretrain_metrics.jsonl")
     shutil.rmtree(out / "init")
     return figures

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2Tokenizer
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
 
 from toolgym.envs.environment import Environment
 from toolgym.policy.chat_format import CHAT_TEMPLATE, IM_END, PAD, SPECIAL_TOKENS, render
+from toolgym.policy.hf import quiet_transformers
 from toolgym.tasks.model import Task
 from toolgym.tasks.verify import gold_answer
 
@@ -54,14 +55,24 @@ def _without_special_tokens(corpus: Iterable[str]) -> Iterator[str]:
         yield from (piece for piece in _SPECIAL_SPLIT.split(text) if piece)
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int, model_max_length: int) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with SPECIAL_TOKENS as single special ids and CHAT_TEMPLATE.
+WORD_PIECES = r"\p{L}+|\p{N}|\s|[^\p{L}\p{N}\s]+"
+"""Pre-tokenizer pieces: a run of letters, one digit, one whitespace character, or a run of other symbols."""
 
-    Normalizer, pre-tokenizer and decoder are Qwen2Tokenizer's own: AutoTokenizer rebuilds a qwen2 checkpoint's
-    pipeline with that class, so training with it keeps the loaded tokenizer identical to the trained one."""
-    qwen2 = Qwen2Tokenizer().backend_tokenizer
+
+def train_tokenizer(corpus: Iterable[str], vocab_size: int, model_max_length: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer over word-aligned pieces, with SPECIAL_TOKENS as single special ids and CHAT_TEMPLATE.
+
+    Pieces never join a word to the space or underscore before it, so a word is the same token wherever it stands:
+    `daily price` in a question and `daily_price` in a tool result share `daily` and `price`, and copying a value
+    named in the conversation is plain induction (find the same token, copy what follows). Byte-level BPE's usual
+    pieces (`Ġprice` vs `_price`) leave a tiny model to learn that equivalence first. AutoTokenizer loads the saved
+    tokenizer.json pipeline as trained (tests/test_tiny_policy.py checks the ids match)."""
     tok = Tokenizer(models.BPE())
-    tok.normalizer, tok.pre_tokenizer, tok.decoder = qwen2.normalizer, qwen2.pre_tokenizer, qwen2.decoder
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(WORD_PIECES), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(_without_special_tokens(corpus), trainer)
@@ -90,6 +101,7 @@ def build_tiny_model(corpus: Iterable[str], out_dir: Path, vocab_size: int = 200
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    with quiet_transformers():
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
     return out_dir
