@@ -17,7 +17,7 @@ from toolgym.jsonl import read_jsonl
 from toolgym.tasks.model import Task
 
 SMALL = dict(envs_per_domain=6, heldout_envs=3, basic_per_env=2, multi_per_env=1, heldout_basic_per_env=2,
-             heldout_multi_per_env=1, train_eval_tasks=4, sft_steps=2, rl_steps=1, rl_max_wait=5.0, groups_per_step=1,
+             heldout_multi_per_env=1, side_eval_tasks=3, train_eval_tasks=4, sft_steps=2, rl_steps=1, rl_max_wait=5.0, groups_per_step=1,
              group_size=2, eval_k=1, heavy_k=2, max_turns=2, max_new_tokens=16)
 
 
@@ -52,6 +52,7 @@ def test_every_evaluation_is_in_the_report(demo_run):
     assert any(n.startswith(f"self-consistency@{cfg.heavy_k}") for n in names)
     basic = [t for t in held if len(t.gold_chain) == 1]
     assert results["runs"][0]["n_episodes"] == len(basic) * cfg.eval_k
+    assert results["runs"][1]["n_episodes"] == results["runs"][4]["n_episodes"] == cfg.side_eval_tasks * cfg.eval_k
     assert results["runs"][2]["n_episodes"] == min(len(held) - len(basic), cfg.multi_eval_tasks) * cfg.eval_k
     extra = results["extra"]
     html = (out / "report" / "report.html").read_text()

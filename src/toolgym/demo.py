@@ -93,11 +93,12 @@ def evaluations(cfg: DemoConfig, sets: TaskSets) -> list[tuple[str, list[Task], 
     """(condition, tasks, noise mode, decoding) of every evaluation the SFT and RL models both get; the last one
     (free decoding) only the SFT model gets."""
     train_basic = [t for t in sets["train"] if len(t.gold_chain) == 1][:cfg.train_eval_tasks]
+    side = sets["heldout basic"][:cfg.side_eval_tasks]
     return [("held-out basic clean", sets["heldout basic"], "none", cfg.constrain),
-            ("held-out basic noisy", sets["heldout basic"], "all", cfg.constrain),
+            ("held-out basic noisy", side, "all", cfg.constrain),
             ("held-out multi clean", sets["heldout multi"][:cfg.multi_eval_tasks], "none", cfg.constrain),
             ("train basic clean", train_basic, "none", cfg.constrain),
-            ("held-out basic clean, free decoding", sets["heldout basic"], "none", "none")]
+            ("held-out basic clean, free decoding", side, "none", "none")]
 
 
 def improvement_sentence(comparisons: dict[str, Comparison]) -> str:

@@ -26,16 +26,18 @@ class DemoConfig(BaseModel):
     """Basic-tier (single-call) training tasks per training environment."""
     multi_per_env: int = Field(2, ge=0)
     """Multi-tier (lookup then call) training tasks per training environment."""
-    heldout_basic_per_env: int = Field(4, ge=1)
+    heldout_basic_per_env: int = Field(3, ge=1)
     heldout_multi_per_env: int = Field(1, ge=0)
-    train_eval_tasks: int = Field(30, ge=1)
+    side_eval_tasks: int = Field(54, ge=1)
+    """Held-out basic tasks evaluated noisy and with free decoding (every held-out basic task is evaluated clean)."""
+    train_eval_tasks: int = Field(20, ge=1)
     """Training tasks evaluated beside the held-out ones (the gap says how much is memorised)."""
-    multi_eval_tasks: int = Field(18, ge=1)
+    multi_eval_tasks: int = Field(12, ge=1)
     """Held-out multi-tier tasks evaluated (reported whatever they score)."""
     base: Path | None = TINY_BASE
     """Checkpoint SFT starts from: the shipped `toolgym pretrain --recipe tiny` output; None pretrains from scratch
     (the same recipe, about half an hour on 2 cores) into out/base first."""
-    sft_steps: int = Field(90, ge=1)
+    sft_steps: int = Field(70, ge=1)
     sft_batch: int = Field(8, ge=1)
     sft_lr: float = 1e-3
     sft_context_weight: float = 0.25
@@ -43,17 +45,17 @@ class DemoConfig(BaseModel):
     constrain: ConstraintMode = "copy"
     """Tool-call decoding for rollouts and evaluation (policy.constrained); held-out basic tasks are also evaluated
     with free decoding ("none") so both are reported."""
-    rl_steps: int = Field(8, ge=1)
+    rl_steps: int = Field(6, ge=1)
     rl_lr: float = 5e-4
     rl_progress_reward: float = Field(0.2, ge=0.0, lt=0.5)
     """Reward per unit of gold-chain progress for a failed RL episode (0: pass/fail only)."""
     rl_max_wait: float = 120.0
-    groups_per_step: int = Field(4, ge=1)
+    groups_per_step: int = Field(3, ge=1)
     group_size: int = Field(4, ge=2)
     """Rollouts per task: GSPO's advantage compares rollouts of one task, so a group needs at least two."""
     eval_k: int = Field(1, ge=1)
     heavy_k: int = Field(4, ge=1)
-    heavy_tasks: int = Field(30, ge=1)
+    heavy_tasks: int = Field(20, ge=1)
     """Held-out basic tasks of the single / self-consistency / heavy / best-of-K comparison (K+2 rollouts each)."""
     max_turns: int = Field(3, ge=1)
     max_new_tokens: int = Field(96, ge=1)
