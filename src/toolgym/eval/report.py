@@ -6,7 +6,8 @@ import base64
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from io import BytesIO
 from pathlib import Path
@@ -17,13 +18,15 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
 from toolgym.agent.rollout import INVALID_CALL
-from toolgym.agent.trajectory import Trajectory
+from toolgym.agent.trajectory import ContextEvent, Trajectory
 from toolgym.eval.metrics import OVERALL, EvalRun, GroupMetrics
 from toolgym.jsonl import write_jsonl
 from toolgym.policy.chat_format import IM_START, SPECIAL_TOKENS
+from toolgym.search.tools import TOOLS as SEARCH_TOOLS, FindArgs, OpenArgs, SearchArgs
 
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.DOTALL)  # an unterminated call runs to the end
 _MARKUP = re.compile("|".join([re.escape(IM_START) + r"[a-z]*\n?",
@@ -164,13 +167,69 @@ def _message_parts(message: dict[str, Any]) -> list[tuple[str, str]]:
     return parts
 
 
+@dataclass(frozen=True)
+class TrailStep:
+    """One step of an episode's reading trail: a search-family call (`search`, `open`, `find`) or a context event
+    (`summary`, `reset`) placed before the turn it preceded."""
+
+    turn: int
+    kind: str
+    text: str
+    page: str | None = None
+
+
+def _search_call(name: str, arguments: Any) -> BaseModel | None:
+    """The validated arguments of a search-family call, or None when the call is not one (another family's tool, or
+    arguments the search tools would refuse)."""
+    if name not in SEARCH_TOOLS:
+        return None
+    try:
+        return SEARCH_TOOLS[name][0].model_validate(arguments or {})
+    except ValidationError:
+        return None
+
+
+def _event_step(event: ContextEvent) -> TrailStep:
+    what = "context summarized" if event.kind == "summary" else "context reset (discard-all)"
+    return TrailStep(event.turn, event.kind, f"{what}: {event.tokens_before:,} -> {event.tokens_after:,} tokens")
+
+
+def reading_trail(t: Trajectory) -> list[TrailStep]:
+    """The episode's search, open and find calls in order with its context summaries and resets where they happened
+    (from the turn records, so calls a summary or reset dropped from the messages still show); [] when the episode
+    made no search-family call."""
+    steps: list[TrailStep] = []
+    for turn in t.turns:
+        steps += [_event_step(e) for e in t.events if e.turn == turn.index]
+        for call in turn.tool_calls:
+            args = _search_call(call.name, call.arguments)
+            if isinstance(args, SearchArgs):
+                steps.append(TrailStep(turn.index, "search", f'search "{args.query}" (top {args.k})'))
+            elif isinstance(args, OpenArgs):
+                steps.append(TrailStep(turn.index, "open", f"open {args.page} part {args.part}", args.page))
+            elif isinstance(args, FindArgs):
+                steps.append(TrailStep(turn.index, "find", f'find "{args.text}" in {args.page}', args.page))
+    if all(s.kind in ("summary", "reset") for s in steps):
+        return []
+    last = t.turns[-1].index if t.turns else -1
+    return steps + [_event_step(e) for e in t.events if e.turn > last]
+
+
+def opened_pages(trail: Sequence[TrailStep]) -> list[str]:
+    """The pages an episode read (opened or searched within), in the order it first read each."""
+    return list(dict.fromkeys(s.page for s in trail if s.page is not None))
+
+
 def _episode_view(run: str, t: Trajectory) -> dict[str, Any]:
     """Everything the viewer template shows for one episode."""
+    trail = reading_trail(t)
     return {
         "run": run,
         "t": t,
         "search": f"{t.task_id} {t.verdict}".lower(),
         "answer": strip_markup(t.final_answer).strip(),
+        "trail": trail,
+        "pages": opened_pages(trail),
         "messages": [
             {"role": m.get("role", "?"), "name": m.get("name") or "", "parts": _message_parts(m)} for m in t.messages
         ],
@@ -398,6 +457,12 @@ pre.result { background: #fffdf5; border: 1px solid #eedc9a; }
 .events { width: auto; font-size: 12.5px; margin: 8px 0; }
 .events th:first-child, .events td:first-child { text-align: left; }
 .answer { white-space: pre-wrap; }
+.trail { font-size: 12.5px; margin: 0 0 10px; }
+.trail ol { margin: 4px 0; padding-left: 28px; }
+.trail li.summary, .trail li.reset { list-style: none; margin: 4px 0 4px -20px; padding: 2px 8px; font-weight: 600;
+  border-left: 4px solid #8250df; background: #f3efff; }
+.trail li.reset { border-color: var(--fail); background: #fff5f5; }
+.trail .turn { color: var(--muted); margin-right: 6px; }
 </style></head>
 <body><main>
 <h1>{{ title }}</h1>
@@ -452,10 +517,12 @@ pre.result { background: #fffdf5; border: 1px solid #eedc9a; }
 <div class="ep-body">
 <div class="verdict{% if not t.passed %} fail{% endif %}">{{ t.verdict or ('passed' if t.passed else 'no verifier text') }}</div>
 {% if t.noise or t.error %}<div class="meta">{% if t.noise %}noise: {% for k, v in t.noise.items() %}{{ k }}={{ '%.2f' % v }} {% endfor %}{% endif %}{% if t.error %}error: {{ t.error }}{% endif %}</div>{% endif %}
+{% if e.trail %}<details class="trail" open><summary>reading trail: {{ e.pages|length }} page(s) opened, in order: {{ e.pages|join(", ") or "none" }}</summary>
+<ol>{% for s in e.trail %}<li class="{{ s.kind }}"><span class="turn">turn {{ s.turn }}</span>{{ s.text }}</li>{% endfor %}</ol></details>{% endif %}
 {% for m in e.messages %}<div class="msg {{ m.role }}"><div class="role">{{ m.role }}{% if m.name %} &middot; {{ m.name }}{% endif %}</div>
 {% for kind, text in m.parts %}{% if kind == 'text' %}<div class="text">{{ text }}</div>{% else %}<pre class="{{ kind }}">{{ text }}</pre>{% endif %}{% endfor %}</div>
 {% endfor %}
-{% if t.events %}<table class="events"><tr><th>context event</th><th>turn</th><th>tokens before</th><th>tokens after</th></tr>
+{% if t.events and not e.trail %}<table class="events"><tr><th>context event</th><th>turn</th><th>tokens before</th><th>tokens after</th></tr>
 {% for ev in t.events %}<tr><td>{{ ev.kind }}</td><td>{{ ev.turn }}</td><td>{{ ev.tokens_before }}</td><td>{{ ev.tokens_after }}</td></tr>{% endfor %}</table>{% endif %}
 {% if e.answer %}<div class="msg assistant"><div class="role">final answer</div><div class="answer">{{ e.answer }}</div></div>{% endif %}
 </div></details>
@@ -502,6 +569,31 @@ def training_curve_png(rows: list[dict[str, Any]]) -> bytes:
     ax.grid(alpha=0.3)
     ax.set_title("training curve")
     _legend_below(fig, ax)
+    return _png(fig)
+
+
+def series_plot_png(rows: Sequence[Mapping[str, Any]], x: str, metrics: Mapping[str, str], series: str,
+                    title: str) -> bytes:
+    """One panel per metric (row key -> axis label), one line per value of `series` against `x`: a sweep's figure.
+    Rows whose `x` is None (a condition the sweep does not vary) are dashed horizontal lines at their value. Earlier
+    series are drawn wider and each has its own marker, so series with equal values stay visible under each other."""
+    names = list(dict.fromkeys(row[series] for row in rows))
+    fig = _figure(3.9)
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, (key, label) in zip(axes, metrics.items()):
+        for i, name in enumerate(names):
+            style = {"color": f"C{i % 10}", "label": name, "linewidth": 1.2 + 2.4 * (len(names) - 1 - i) / len(names)}
+            mine = [row for row in rows if row[series] == name]
+            points = sorted((row[x], row[key]) for row in mine if row[x] is not None)
+            if points:
+                ax.plot(*zip(*points), marker="osD^v<>ph*"[i % 10], markersize=9 - 4 * i / len(names), **style)
+            for row in (row for row in mine if row[x] is None):
+                ax.axhline(row[key], linestyle="--", **style)
+        ax.set_xlabel(x.replace("_", " "))
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    _legend_below(fig, axes[0])
     return _png(fig)
 
 

@@ -11,18 +11,21 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 search_app = typer.Typer(help="Search environments: multi-hop questions over a corpus rendered from an environment.",
                          no_args_is_help=True)
 console = Console()
+notes = Console(stderr=True)
+"""Where --json runs print everything but their JSON, so stdout stays one JSON document."""
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the table as JSON (one array of objects).")]
 DomainsOpt = Annotated[Optional[list[str]], typer.Option("--domain", "-d", help="Built-in domain (repeatable); "
                                                          "default: every built-in domain.")]
 
 
 def _progress() -> Progress:
+    """A transient progress bar on stderr, so a --json document on stdout is never mixed with it."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+                    console=notes, transient=True)
 
 
 def _domains(domains: list[str] | None) -> list[str]:
@@ -52,8 +55,10 @@ def synth(
     seed: Annotated[int, typer.Option(help="Sampling seed: the same seed gives the same questions.")] = 0,
     out: Annotated[Path, typer.Option(help="Output JSONL of tasks.")] = Path("search_tasks.jsonl"),
     show: Annotated[int, typer.Option(help="Print this many example questions.")] = 2,
+    as_json: JsonOpt = False,
 ) -> None:
     """Generate multi-hop questions, keep those that pass every filter, and report hops and rejection rates."""
+    from toolgym.cli import emit_rows
     from toolgym.jsonl import write_jsonl
     from toolgym.search.synthesize import FILTERS, SynthesisStats
 
@@ -65,22 +70,22 @@ def synth(
     total = SynthesisStats()
     for s in stats.values():
         total.merge(s)
-    table = Table("domain", "accepted", "2 hops", "3 hops", "4 hops", *(f"rejected: {f}" for f in FILTERS))
-    for name, s in [*stats.items(), ("all", total)]:
-        table.add_row(name, str(s.accepted), *(str(s.accepted_by_hops.get(h, 0)) for h in (2, 3, 4)),
-                      *(f"{s.rejected[f]}/{s.reached[f]} ({s.rejection_rate(f):.1%})" for f in FILTERS))
-    console.print(table)
+    emit_rows(["domain", "accepted", "hops_2", "hops_3", "hops_4", *(f"{f}_rejected_pct" for f in FILTERS)],
+              [[name, s.accepted, *(s.accepted_by_hops.get(h, 0) for h in (2, 3, 4)),
+                *(round(100 * s.rejection_rate(f), 1) for f in FILTERS)]
+               for name, s in [*stats.items(), ("all", total)]], as_json)
+    say = notes if as_json else console
     summary = {"questions": len(tasks), "domains": names, "seed": seed, "wall_s": round(wall, 1),
                "hops": {str(h): c for h, c in sorted(total.accepted_by_hops.items())},
                "rejection_rate": {f: round(total.rejection_rate(f), 4) for f in FILTERS},
                "per_domain": {d: s.model_dump() for d, s in stats.items()}}
     out.with_suffix(".stats.json").write_text(json.dumps(summary, indent=2))
-    console.print(f"{len(tasks)} questions over {len(names)} domains -> {out} in {wall:.1f} s "
-                  f"(stats -> {out.with_suffix('.stats.json')})")
+    say.print(f"{len(tasks)} questions over {len(names)} domains -> {out} in {wall:.1f} s "
+              f"(stats -> {out.with_suffix('.stats.json')})")
     for t in tasks[:show]:
-        console.print(f"[cyan]{t.id}[/cyan] {t.instruction} [green]{t.required_answers[0]}[/green]")
+        say.print(f"[cyan]{t.id}[/cyan] {t.instruction} [green]{t.required_answers[0]}[/green]")
     if not tasks:
-        console.print("[red]no question passed every filter[/red]")
+        say.print("[red]no question passed every filter[/red]")
         raise typer.Exit(1)
 
 
@@ -97,13 +102,18 @@ def sweep(
     threshold: Annotated[Optional[list[int]], typer.Option(help="Summary thresholds in tokens (repeatable).")] = None,
     reset: Annotated[Optional[list[int]], typer.Option(help="Discard-all turn limits (repeatable).")] = None,
     max_turns: Annotated[int, typer.Option(help="Model turns per episode.", min=1)] = 200,
-    out: Annotated[Path, typer.Option(help="Output folder (results.json, report.html).")] = Path("runs/search-sweep"),
+    out: Annotated[Path, typer.Option(help="Output folder (results.json, report.html, plots/).")
+                   ] = Path("runs/search-sweep"),
+    as_json: JsonOpt = False,
 ) -> None:
-    """Context-management sweep on search tasks: none, summary-only, discard-only and hybrid; pass@1 and tokens."""
+    """Context-management sweep on search tasks: none, summary-only, discard-only and hybrid; pass@1 and tokens,
+    as a table and an HTML report with the sweep plot and the command that produced it."""
+    from toolgym.cli import emit_rows
     from toolgym.eval.report import write_report
     from toolgym.jsonl import read_jsonl
     from toolgym.search.policies import ReadEverythingPolicy
-    from toolgym.search.sweep import context_sweep, strategies
+    from toolgym.search.sweep import (SWEEP_COLUMNS, context_sweep, report_table, strategies, sweep_plot_png,
+                                      sweep_rows)
     from toolgym.tasks.model import Task
 
     thresholds = threshold or [2000, 4000, 6000]
@@ -119,19 +129,17 @@ def sweep(
         job = progress.add_task("sweeping context strategies", total=len(strategies(thresholds, resets)))
         results, runs = context_sweep(task_list, lambda: ReadEverythingPolicy(task_list, window), thresholds, resets,
                                       max_turns, on_cell=lambda _r: progress.advance(job))
-    table = Table("strategy", "summary threshold", "reset after turns", "pass@1", "tokens/episode", "summaries",
-                  "resets")
-    for r in results:
-        table.add_row(r.strategy, str(r.summary_threshold_tokens or "-"), str(r.reset_after_turns or "-"),
-                      f"{r.pass_at_1:.3f}", f"{r.tokens_per_episode:.0f}", f"{r.summaries_per_episode:.1f}",
-                      f"{r.resets_per_episode:.1f}")
-    console.print(table)
-    command = ("toolgym search sweep " + (f"--tasks {tasks} " if tasks else f"--seed {seed} ") + f"--n {n} "
-               f"--window {window} " + " ".join(f"--threshold {t}" for t in thresholds) + " "
-               + " ".join(f"--reset {r}" for r in resets) + f" --max-turns {max_turns}")
+    emit_rows(SWEEP_COLUMNS, sweep_rows(results), as_json)
+    source = [f"--tasks {tasks}"] if tasks else [f"--seed {seed}", *(f"--domain {d}" for d in domain or [])]
+    command = " ".join(["toolgym search sweep", *source, f"--n {n}", f"--window {window}",
+                        *(f"--threshold {t}" for t in thresholds), *(f"--reset {r}" for r in resets),
+                        f"--max-turns {max_turns}", f"--out {out}"])
     html = write_report(runs, out, title="toolgym search: context-management sweep",
                         headline=f"Scripted reader with a {window}-token window on {len(task_list)} search tasks.",
                         extra={"command": command, "n": len(task_list), "window": window},
-                        tables={"context-management sweep": [r.model_dump() for r in results]},
+                        tables={"context-management sweep": report_table(results)},
+                        figures={"context_sweep": (sweep_plot_png(results),
+                                                   "pass@1 and prompt tokens per episode against the summary "
+                                                   "threshold, per strategy")},
                         data={"sweep": [r.model_dump() for r in results]})
-    console.print(f"report -> {html}\n{command}")
+    (notes if as_json else console).print(f"report -> {html}\n{command}", markup=False, soft_wrap=True)
