@@ -26,7 +26,7 @@ class DemoConfig(BaseModel):
     """Basic-tier (single-call) training tasks per training environment."""
     multi_per_env: int = Field(2, ge=0)
     """Multi-tier (lookup then call) training tasks per training environment."""
-    heldout_basic_per_env: int = Field(3, ge=1)
+    heldout_basic_per_env: int = Field(4, ge=1)
     heldout_multi_per_env: int = Field(1, ge=0)
     side_eval_tasks: int = Field(54, ge=1)
     """Held-out basic tasks evaluated noisy and with free decoding (every held-out basic task is evaluated clean)."""
@@ -37,7 +37,7 @@ class DemoConfig(BaseModel):
     base: Path | None = TINY_BASE
     """Checkpoint SFT starts from: the shipped `toolgym pretrain --recipe tiny` output; None pretrains from scratch
     (the same recipe, about half an hour on 2 cores) into out/base first."""
-    sft_steps: int = Field(70, ge=1)
+    sft_steps: int = Field(90, ge=1)
     sft_batch: int = Field(8, ge=1)
     sft_lr: float = 1e-3
     sft_context_weight: float = 0.25
