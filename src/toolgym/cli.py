@@ -308,6 +308,17 @@ def tasks_verify(path: Annotated[Path, typer.Argument(help="Tasks JSONL.", exist
         raise typer.Exit(1)
 
 
+def check_server(url: str) -> None:
+    """End the command with a message when nothing answers at an HTTP policy's URL (any HTTP reply counts), instead of
+    running every episode into a connection error and reporting zeros."""
+    import httpx
+
+    try:
+        httpx.get(url.rstrip("/") + "/models", timeout=10.0)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach the policy server at {url}: {exc}")
+
+
 def load_policy(spec: str, model: str | None = None, tasks: list[Task] | None = None):
     """A Policy from a CLI spec: 'scripted:gold' (replays gold chains), an http(s) URL, or a local model dir."""
     if spec == "scripted:gold":
@@ -361,6 +372,8 @@ def eval_cmd(
 
     if noise not in ("none", "instruction", "tool", "all"):
         raise typer.BadParameter("--noise must be none, instruction, tool or all")
+    if policy.startswith(("http://", "https://")):
+        check_server(policy)
     if tasks is not None:
         task_list = _tasks_arg(tasks)[:n]
     else:
@@ -500,7 +513,7 @@ def demo_cmd(
     envs_per_domain: Annotated[int, typer.Option(help="Environments sampled per built-in domain.")] = DEMO.envs_per_domain,
     heldout_envs: Annotated[int, typer.Option(help="Environments per training domain kept for held-out tasks.")] = DEMO.heldout_envs,
     from_scratch: Annotated[bool, typer.Option(
-        "--from-scratch", help="Pretrain the base model with `toolgym pretrain --recipe tiny` (about half an hour on 2 "
+        "--from-scratch", help="Pretrain the base model with `toolgym pretrain --recipe tiny` (about 73 minutes on 2 "
                                "cores) instead of starting from the shipped checkpoint.")] = False,
     base: Annotated[Optional[Path], typer.Option(help="Start SFT from this checkpoint instead (any local causal LM "
                                                       "directory with a chat template).", exists=True)] = None,

@@ -36,7 +36,7 @@ class DemoConfig(BaseModel):
     """Held-out multi-tier tasks evaluated (reported whatever they score)."""
     base: Path | None = TINY_BASE
     """Checkpoint SFT starts from: the shipped `toolgym pretrain --recipe tiny` output; None pretrains from scratch
-    (the same recipe, about half an hour on 2 cores) into out/base first."""
+    (the same recipe, about 70 minutes on 2 cores) into out/base first."""
     sft_steps: int = Field(90, ge=1)
     sft_batch: int = Field(8, ge=1)
     sft_lr: float = 1e-3

@@ -97,7 +97,7 @@ class EnvironmentSession:
                 return _error("toolgym_verify takes a string 'answer'")
             verdict = verify_episode(self.task, self.env, answer)
             return types.CallToolResult(content=[types.TextContent(text=verdict.explain())],
-                                        structured_content=verdict.model_dump())
+                                        structured_content=verdict.model_dump(exclude_none=True))
         if name == RESET_TOOL:
             self.reset()
             return types.CallToolResult(content=[types.TextContent(text="environment reset")])
