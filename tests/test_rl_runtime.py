@@ -4,6 +4,7 @@ and a simulated trainer: staleness bound, streaming vs barrier, multi-version tr
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,13 @@ def test_a_run_without_any_signal_stops_with_a_reason(tmp_path, rl_tasks):
     run.manager.policy.inner.p_lazy = 0.0       # every episode passes: no group has reward variance
     summary = run.run()
     assert summary.steps == 0 and "no trainable group" in summary.stopped_reason
+    assert "had equal rewards" in summary.stopped_reason
+
+
+def test_a_run_whose_rollouts_never_finish_says_so(tmp_path, rl_tasks):
+    run = _run(tmp_path, rl_tasks, steps=1, max_wait_seconds=0.5)
+    inner = run.manager.policy.inner
+    generate = inner.generate
+    inner.generate = lambda *args, **kwargs: time.sleep(1.0) or generate(*args, **kwargs)
+    summary = run.run()
+    assert summary.steps == 0 and "no group finished" in summary.stopped_reason

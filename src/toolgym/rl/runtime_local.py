@@ -160,8 +160,11 @@ class TrainingRun:
         groups: list[SampleGroup] = []
         while len(groups) < self.cfg.groups_per_step:
             if time.perf_counter() - start > self.cfg.max_wait_seconds:
-                raise Stalled(f"no trainable group within {self.cfg.max_wait_seconds:.0f}s: every group's rewards "
-                              f"were equal ({self.queue.stats().dropped_no_signal} dropped for no signal)")
+                stats = self.queue.stats()
+                why = ("no group finished (rollouts are slower than max_wait_seconds allows)" if not stats.put
+                       else f"of {stats.put} finished groups, {stats.dropped_no_signal} had equal rewards (no signal) "
+                            f"and {stats.dropped_stale} were staler than max_staleness")
+                raise Stalled(f"no trainable group within {self.cfg.max_wait_seconds:.0f}s: {why}")
             missing = self.cfg.groups_per_step - len(groups)
             if self.manager.error is not None:
                 raise RuntimeError("the rollout manager failed") from self.manager.error
