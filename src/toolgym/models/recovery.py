@@ -149,23 +149,24 @@ def recover_checkpoint(model_dir: str | Path, data: str | Path, out_dir: str | P
     """Load the Zig-Zag checkpoint in `model_dir`, run `recover` on the documents in `data`, and save the model (still
     Zig-Zag), its tokenizer and recovery_metrics.jsonl to `out_dir`. The distillation teacher defaults to
     `model_dir` itself loaded with full attention (the weights before any recovery)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from toolgym.policy.hf import load_causal_lm, load_tokenizer, quiet_transformers
 
     from toolgym.device import checked_device
     from toolgym.models.zigzag import load_zigzag
 
     device = checked_device(device)
     cfg = cfg or RecoveryConfig()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     student = load_zigzag(model_dir).to(device)
     teacher = None
     if cfg.objective == "distill":
-        teacher = AutoModelForCausalLM.from_pretrained(teacher_dir or model_dir).to(device)
+        teacher = load_causal_lm(teacher_dir or model_dir).to(device)
     sequences = packed_windows(tokenizer, data, cfg.max_len)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     metrics = recover(student, sequences, cfg, teacher, pad_id, show_progress)
     out = Path(out_dir)
-    student.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    with quiet_transformers():
+        student.save_pretrained(out)
+        tokenizer.save_pretrained(out)
     (out / "recovery_metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in metrics))
     return metrics

@@ -182,9 +182,9 @@ def to_zigzag(model: nn.Module, config: ZigZagConfig | None = None, calibration_
 
 def load_zigzag(path: str | Path, **from_pretrained: Any) -> nn.Module:
     """Load a checkpoint saved after `to_zigzag` and convert it again from its config.zigzag settings."""
-    from transformers import AutoModelForCausalLM
+    from toolgym.policy.hf import load_causal_lm
 
-    model = AutoModelForCausalLM.from_pretrained(path, **from_pretrained)
+    model = load_causal_lm(path, **from_pretrained)
     settings = getattr(model.config, "zigzag", None)
     if not settings:
         raise ValueError(f"{path} has no zigzag settings in its config.json (convert it with to_zigzag first)")

@@ -35,11 +35,11 @@ def _calibration_ids(model_dir: Path, calib: Path | None, n_tokens: int, vocab_s
         console.print(f"[yellow]no --calib data: calibrating on {n_tokens} random tokens (seed {seed}); pass real "
                       "text for a meaningful ranking[/yellow]")
         return torch.randint(0, vocab_size, (1, n_tokens), generator=torch.Generator().manual_seed(seed))
-    from transformers import AutoTokenizer
+    from toolgym.policy.hf import load_tokenizer
 
     from toolgym.models.recovery import packed_windows
 
-    window = packed_windows(AutoTokenizer.from_pretrained(model_dir), calib, n_tokens)[:1]
+    window = packed_windows(load_tokenizer(model_dir), calib, n_tokens)[:1]
     if not window or len(window[0]) < n_tokens:
         raise typer.BadParameter(f"--calib holds fewer than {n_tokens} tokens")
     return torch.tensor(window)
@@ -63,7 +63,7 @@ def convert(
     seed: Annotated[int, typer.Option(help="Seed of the random calibration tokens (without --calib).")] = 0,
 ) -> None:
     """Convert a checkpoint to Zig-Zag attention and save it (load it back with toolgym.models.zigzag.load_zigzag)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from toolgym.policy.hf import load_causal_lm, load_tokenizer, quiet_transformers
 
     from toolgym.models.zigzag import (
         ZigZagConfig,
@@ -77,7 +77,7 @@ def convert(
     explicit = [int(x) for x in layers.split(",")] if layers else None
     cfg = ZigZagConfig(sink_tokens=sink, local_tokens=local, sparse_layers=explicit, selection=select,
                        block_size=block_size)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    model = load_causal_lm(model_dir)
     importance = None
     if explicit is None and select == "calibrated":
         ids = _calibration_ids(model_dir, calib, calib_tokens or 2 * (sink + local), model.config.vocab_size, seed)
@@ -89,9 +89,10 @@ def convert(
     except (TypeError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
-    model.save_pretrained(out)
-    if (model_dir / "tokenizer_config.json").exists():
-        AutoTokenizer.from_pretrained(model_dir).save_pretrained(out)
+    with quiet_transformers():
+        model.save_pretrained(out)
+        if (model_dir / "tokenizer_config.json").exists():
+            load_tokenizer(model_dir).save_pretrained(out)
     table = Table("layer", "attention", *(["importance (KL)"] if importance else []))
     sparse = set(model.config.zigzag["sparse_layers"])
     for i in range(model.config.num_hidden_layers):
