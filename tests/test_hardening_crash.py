@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -14,14 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_rl_learns import BUTTONS, SPEC, button_task, habit_example
+from test_rl_learns import warm_switchboard
 
-from toolgym.domains import load_domain
-from toolgym.envs.environment import Environment
 from toolgym.jsonl import write_jsonl
-from toolgym.policy.chat_format import render
-from toolgym.policy.tiny import build_tiny_model
-from toolgym.sft.trainer import SFTConfig, train_sft
 
 STEPS, GROUPS_PER_STEP = 4, 2
 
@@ -31,15 +25,7 @@ def switchboard_run(tmp_path_factory, one_thread):
     """A training config on the switchboard domain with a warmed-up tiny model that presses right and wrong buttons
     (so groups carry reward variance and train)."""
     root = tmp_path_factory.mktemp("crash")
-    env = Environment(load_domain(str(SPEC)), BUTTONS, env_id="switchboard")
-    tasks, tools = [button_task(env, b) for b in BUTTONS], env.openai_tools()
-    env.close()
-    rng = random.Random(0)
-    habits = [habit_example(t, tools, rng) for t in tasks * 16]
-    tiny = build_tiny_model([render(e.messages, tools) for e in habits], root / "tiny", vocab_size=400,
-                            hidden_size=64, num_layers=2, num_heads=4, max_position_embeddings=512, seed=0)
-    train_sft(tiny, habits, root / "warm", SFTConfig(epochs=6, lr=3e-3, batch_size=16, warmup_steps=5),
-              show_progress=False)
+    tasks, _ = warm_switchboard(root, repeats=16)
     write_jsonl(root / "tasks.jsonl", tasks)
     config = {"model": str(root / "warm"), "tasks": str(root / "tasks.jsonl"), "out": str(root / "rl"),
               "steps": STEPS, "groups_per_step": GROUPS_PER_STEP, "checkpoint_every": 2, "max_staleness": 1,

@@ -75,21 +75,26 @@ def habit_example(task: Task, tools: list[dict], rng: random.Random) -> SFTExamp
     return SFTExample(task_id=task.id, domain=task.domain, messages=messages, tools=tools, train=[True, True])
 
 
-@pytest.fixture(scope="module")
-def switchboard(tmp_path_factory, one_thread):
-    """(tasks, warmed-up model dir): a model built from scratch that writes well-formed calls, mostly wrong ones."""
+def warm_switchboard(root: Path, repeats: int) -> tuple[list[Task], Path]:
+    """(the four button tasks, a warmed-up model dir under `root`): a model built from scratch, then fine-tuned on
+    `repeats` habit conversations per button, so it writes well-formed calls, mostly wrong ones."""
     env = Environment(load_domain(str(SPEC)), BUTTONS, env_id="switchboard")
     tasks = [button_task(env, b) for b in BUTTONS]
     tools = env.openai_tools()
     env.close()
-    root = tmp_path_factory.mktemp("switchboard")
     rng = random.Random(0)
-    habits = [habit_example(t, tools, rng) for t in tasks * 64]
+    habits = [habit_example(t, tools, rng) for t in tasks * repeats]
     tiny = build_tiny_model([render(e.messages, tools) for e in habits], root / "tiny", vocab_size=400,
                             hidden_size=64, num_layers=2, num_heads=4, max_position_embeddings=512, seed=0)
     train_sft(tiny, habits, root / "warm", SFTConfig(epochs=6, lr=3e-3, batch_size=16, warmup_steps=5),
               show_progress=False)
     return tasks, root / "warm"
+
+
+@pytest.fixture(scope="module")
+def switchboard(tmp_path_factory, one_thread):
+    """(tasks, warmed-up model dir) with 64 habit conversations per button."""
+    return warm_switchboard(tmp_path_factory.mktemp("switchboard"), repeats=64)
 
 
 def test_switchboard_tasks_are_verified_by_the_button_pressed(switchboard):
