@@ -16,7 +16,6 @@ import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from toolgym.demo_config import DemoConfig
 from toolgym.domains import SpecError, builtin_names, load_domain, load_spec_file
@@ -24,6 +23,7 @@ from toolgym.envs.environment import Environment, EnvironmentRecord
 from toolgym.envs.graph import ToolGraph
 from toolgym.envs.sample import EnvironmentSampler, SamplerConfig
 from toolgym.jsonl import read_jsonl, write_jsonl
+from toolgym.cli_output import JsonOpt, console, emit_rows
 from toolgym.models.zigzag_cli import zigzag_app
 from toolgym.search.commands import search_app
 from toolgym.tasks.model import Task
@@ -43,7 +43,6 @@ app.add_typer(zigzag_app, name="zigzag")
 app.add_typer(search_app, name="search")
 heavy_app = typer.Typer(help="Heavy Thinking: K parallel candidates summarized into one answer.", no_args_is_help=True)
 app.add_typer(heavy_app, name="heavy")
-console = Console()
 DEMO = DemoConfig()
 """The demo's defaults, shown by `toolgym demo --help`."""
 
@@ -63,23 +62,6 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print an error a user caused (as plain text: brackets in it are not markup) and exit with `code`."""
     console.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
-
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (one array of objects) instead of a table.")]
-
-
-def emit_rows(columns: list[str], rows: list[list[object]], as_json: bool = False) -> None:
-    """A listing as JSON (--json), as tab-separated lines when stdout is not a terminal (nothing truncated), or as a
-    table on a terminal."""
-    if as_json:
-        typer.echo(json.dumps([dict(zip(columns, row)) for row in rows], indent=2))
-    elif not console.is_terminal:
-        typer.echo("\n".join("\t".join(map(str, line)) for line in [columns, *rows]))
-    else:
-        table = Table(*columns)
-        for row in rows:
-            table.add_row(*map(str, row))
-        console.print(table)
 
 
 @contextmanager

@@ -12,12 +12,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from toolgym.cli_output import JsonOpt, console, emit_rows
+
 search_app = typer.Typer(help="Search environments: multi-hop questions over a corpus rendered from an environment.",
                          no_args_is_help=True)
-console = Console()
 notes = Console(stderr=True)
 """Where --json runs print everything but their JSON, so stdout stays one JSON document."""
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the table as JSON (one array of objects).")]
 DomainsOpt = Annotated[Optional[list[str]], typer.Option("--domain", "-d", help="Built-in domain (repeatable); "
                                                          "default: every built-in domain.")]
 
@@ -58,7 +58,6 @@ def synth(
     as_json: JsonOpt = False,
 ) -> None:
     """Generate multi-hop questions, keep those that pass every filter, and report hops and rejection rates."""
-    from toolgym.cli import emit_rows
     from toolgym.jsonl import write_jsonl
     from toolgym.search.synthesize import FILTERS, SynthesisStats
 
@@ -108,7 +107,6 @@ def sweep(
 ) -> None:
     """Context-management sweep on search tasks: none, summary-only, discard-only and hybrid; pass@1 and tokens,
     as a table and an HTML report with the sweep plot and the command that produced it."""
-    from toolgym.cli import emit_rows
     from toolgym.eval.report import write_report
     from toolgym.jsonl import read_jsonl
     from toolgym.search.policies import ReadEverythingPolicy
