@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from toolgym.agent.rollout import Episode, RolloutConfig, run_episodes
-from toolgym.envs.environment import EnvironmentRecord, ToolResult
-from toolgym.envs.families import family, open_env, register_family, replay
+from toolgym.envs.environment import EnvironmentRecord, ToolCall, ToolResult
+from toolgym.envs.families import TrailNote, family, open_env, register_family, replay
+from toolgym.eval.report import opened_pages, reading_trail
 from toolgym.policy.scripted import GoldPolicy
 from toolgym.tasks.model import Difficulty, Task, UserProfile
 from toolgym.tasks.verify import Verdict
@@ -44,6 +45,11 @@ class CounterFamily:
         return Verdict(passed=ok, state_ok=ok, answers_ok=True, problems=[] if ok else ["wrong value"],
                        missing_answers=[])
 
+    def describe_call(self, name, arguments):
+        if name != "add":
+            return None
+        return TrailNote("open", f"add {arguments['n']}", f"counter-{arguments['n']}")
+
 
 def counter_task(target: int) -> Task:
     record = EnvironmentRecord(id=f"c{target}", family="counter", domain="counter", tools=["add"],
@@ -69,3 +75,14 @@ def test_registered_family_runs_titles_and_verifies_episodes():
     [traj] = run_episodes([Episode(task=task, env=env)], policy, RolloutConfig(max_turns=3))
     assert traj.passed and env.value == 3
     assert "Counter Inc." in traj.messages[0]["content"]
+
+
+def test_a_family_describes_its_own_calls_in_the_report_trail():
+    register_family("counter", CounterFamily())
+    task = counter_task(4)
+    chain = [ToolCall(name="add", arguments={"n": 1}), ToolCall(name="add", arguments={"n": 3})]
+    policy = GoldPolicy({task.instruction: (chain, "Done.")})
+    [traj] = run_episodes([Episode(task=task, env=open_env(task.env))], policy, RolloutConfig(max_turns=4))
+    trail = reading_trail(traj)
+    assert [(s.kind, s.text) for s in trail] == [("open", "add 1"), ("open", "add 3")]
+    assert opened_pages(trail) == ["counter-1", "counter-3"]

@@ -7,13 +7,15 @@ A family is an object with three methods:
   (errors come back as results, never raised) and `close()`;
 - `title(env)`: the name the system prompt gives the agent's employer or workspace;
 - `verify(task, env, answer) -> Verdict`: the task's verdict on the episode's final environment and answer.
+A family may also have `describe_call(name, arguments) -> TrailNote | None`: how a report's reading trail shows one of
+its calls (search, open, find), None for calls it does not own.
 Families other than `tool` are imported on first use, so a run that never meets one never pays for it.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from toolgym.envs.environment import Environment, EnvironmentRecord, ToolCall
 from toolgym.tasks.model import Task
@@ -28,6 +30,14 @@ class Family(Protocol):
     def title(self, env: Any) -> str: ...
 
     def verify(self, task: Task, env: Any, answer: str) -> Verdict: ...
+
+
+class TrailNote(NamedTuple):
+    """One call as a reading trail shows it: its kind (`search`, `open`, `find`), a line of text, the page it read."""
+
+    kind: str
+    text: str
+    page: str | None = None
 
 
 class ToolFamily:
@@ -95,6 +105,17 @@ def takes_noise(task: Task) -> bool:
 
 def env_title(task: Task, env: Any) -> str:
     return family(task.env.family).title(env)
+
+
+def describe_call(name: str, arguments: Any) -> TrailNote | None:
+    """How a reading trail shows the call, from the first family (every known one, loaded if needed) that owns it;
+    None when none does, as for every tool-use call."""
+    for known in sorted({*_FAMILIES, *_LAZY}):
+        describe = getattr(family(known), "describe_call", None)
+        note = describe(name, arguments) if describe is not None else None
+        if note is not None:
+            return note
+    return None
 
 
 def verify_episode(task: Task, env: Any, answer: str) -> Verdict:

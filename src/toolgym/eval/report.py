@@ -18,7 +18,6 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
-from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
 from toolgym.agent.rollout import INVALID_CALL
@@ -26,7 +25,7 @@ from toolgym.agent.trajectory import ContextEvent, Trajectory
 from toolgym.eval.metrics import OVERALL, EvalRun, GroupMetrics
 from toolgym.jsonl import write_jsonl
 from toolgym.policy.chat_format import IM_START, SPECIAL_TOKENS
-from toolgym.search.tools import TOOLS as SEARCH_TOOLS, FindArgs, OpenArgs, SearchArgs
+from toolgym.envs.families import describe_call
 
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.DOTALL)  # an unterminated call runs to the end
 _MARKUP = re.compile("|".join([re.escape(IM_START) + r"[a-z]*\n?",
@@ -169,24 +168,13 @@ def _message_parts(message: dict[str, Any]) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True)
 class TrailStep:
-    """One step of an episode's reading trail: a search-family call (`search`, `open`, `find`) or a context event
-    (`summary`, `reset`) placed before the turn it preceded."""
+    """One step of an episode's reading trail: a call its family describes (envs.families.describe_call) or a context
+    event (`summary`, `reset`) placed before the turn it preceded."""
 
     turn: int
     kind: str
     text: str
     page: str | None = None
-
-
-def _search_call(name: str, arguments: Any) -> BaseModel | None:
-    """The validated arguments of a search-family call, or None when the call is not one (another family's tool, or
-    arguments the search tools would refuse)."""
-    if name not in SEARCH_TOOLS:
-        return None
-    try:
-        return SEARCH_TOOLS[name][0].model_validate(arguments or {})
-    except ValidationError:
-        return None
 
 
 def _event_step(event: ContextEvent) -> TrailStep:
@@ -195,20 +183,16 @@ def _event_step(event: ContextEvent) -> TrailStep:
 
 
 def reading_trail(t: Trajectory) -> list[TrailStep]:
-    """The episode's search, open and find calls in order with its context summaries and resets where they happened
-    (from the turn records, so calls a summary or reset dropped from the messages still show); [] when the episode
-    made no search-family call."""
+    """The episode's described calls (search, open, find) in order with its context summaries and resets where they
+    happened (from the turn records, so calls a summary or reset dropped from the messages still show); [] when the
+    episode made no such call."""
     steps: list[TrailStep] = []
     for turn in t.turns:
         steps += [_event_step(e) for e in t.events if e.turn == turn.index]
         for call in turn.tool_calls:
-            args = _search_call(call.name, call.arguments)
-            if isinstance(args, SearchArgs):
-                steps.append(TrailStep(turn.index, "search", f'search "{args.query}" (top {args.k})'))
-            elif isinstance(args, OpenArgs):
-                steps.append(TrailStep(turn.index, "open", f"open {args.page} part {args.part}", args.page))
-            elif isinstance(args, FindArgs):
-                steps.append(TrailStep(turn.index, "find", f'find "{args.text}" in {args.page}', args.page))
+            note = describe_call(call.name, call.arguments)
+            if note is not None:
+                steps.append(TrailStep(turn.index, note.kind, note.text, note.page))
     if all(s.kind in ("summary", "reset") for s in steps):
         return []
     last = t.turns[-1].index if t.turns else -1
