@@ -25,7 +25,7 @@ def switchboard_run(tmp_path_factory, one_thread):
     """A training config on the switchboard domain with a warmed-up tiny model that presses right and wrong buttons
     (so groups carry reward variance and train)."""
     root = tmp_path_factory.mktemp("crash")
-    tasks, _ = warm_switchboard(root, repeats=16)
+    tasks, _ = warm_switchboard(root, repeats=16, epochs=6)
     write_jsonl(root / "tasks.jsonl", tasks)
     config = {"model": str(root / "warm"), "tasks": str(root / "tasks.jsonl"), "out": str(root / "rl"),
               "steps": STEPS, "groups_per_step": GROUPS_PER_STEP, "checkpoint_every": 2, "max_staleness": 1,
