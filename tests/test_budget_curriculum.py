@@ -59,6 +59,21 @@ def test_solved_and_hopeless_tasks_are_worth_nothing_after_min_trials():
     assert tracker.value("solved") > 0
 
 
+def test_pass_rate_follows_the_policy_over_the_last_window_of_rollouts():
+    tracker = PassRateTracker(window=16)
+    tracker.update("a", [0.0] * 12 + [1.0] * 4)  # learning: early failures, then passes
+    assert tracker.value("a") > 0
+    tracker.update("a", [1.0] * 12)  # the last 16 rollouts all passed: solved now, whatever came before
+    assert tracker.trials("a") == 16 and tracker.value("a") == 0.0
+    assert tracker.pass_rate("a") == pytest.approx((16 + 1) / (16 + 2))
+
+
+def test_a_checkpoint_from_before_the_window_loads_its_counts():
+    tracker = PassRateTracker(window=8)
+    tracker.load_state_dict({"passes": {"a": 3}, "trials": {"a": 20}})
+    assert tracker.trials("a") == 8 and tracker.pass_rate("a") == pytest.approx((3 + 1) / (8 + 2))
+
+
 def test_tracker_state_round_trips_through_json():
     tracker = PassRateTracker()
     tracker.update("a", [1.0, 0.0, 1.0])

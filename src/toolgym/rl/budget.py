@@ -1,8 +1,10 @@
 """Dynamic rollout budget: a running pass rate per task gives it a value p(1-p), and a greedy heap spends the
 rollout groups of a step where that value is highest, so compute goes to tasks the policy is still learning.
 
-Decisions: the pass rate is Beta-smoothed toward `prior` so a task seen once is not declared solved; a task is
-zero-valued only after `min_trials` trials that all passed (solved) or all failed (hopeless), since such groups
+Decisions: the pass rate counts only a task's last `window` rollouts, so it follows the policy as it changes (over
+the whole run, a task the policy now always solves kept the mid-way rate of its early failures, and so kept most of
+the budget); it is Beta-smoothed toward `prior` so a task seen once is not declared solved; a task is zero-valued
+only after `min_trials` recent trials that all passed (solved) or all failed (hopeless), since such groups
 have zero group-normalised advantage and teach nothing. Each extra group given to a task is worth less
 (value / (1 + groups already given)), which spreads the budget instead of pouring it all into the single best task.
 If every task is zero-valued, all are treated as equally valuable (round-robin) so training never stalls.
@@ -11,54 +13,62 @@ If every task is zero-valued, all are treated as equally valuable (round-robin) 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Sequence
 
 PASS_THRESHOLD = 0.5
 
 
 class PassRateTracker:
-    """Running pass counts per task, turned into a smoothed pass rate and a training value."""
+    """Each task's recent passes (its last `window` rollouts), turned into a smoothed pass rate and a training value."""
 
-    def __init__(self, prior: float = 0.5, prior_weight: float = 2.0, min_trials: int = 4):
-        if not 0.0 <= prior <= 1.0 or prior_weight <= 0 or min_trials < 1:
-            raise ValueError(f"need 0 <= prior <= 1, prior_weight > 0, min_trials >= 1; got "
-                             f"{prior}, {prior_weight}, {min_trials}")
+    def __init__(self, prior: float = 0.5, prior_weight: float = 2.0, min_trials: int = 4, window: int = 32):
+        if not 0.0 <= prior <= 1.0 or prior_weight <= 0 or min_trials < 1 or window < min_trials:
+            raise ValueError(f"need 0 <= prior <= 1, prior_weight > 0, 1 <= min_trials <= window; got "
+                             f"{prior}, {prior_weight}, {min_trials}, {window}")
         self.prior = prior
         self.prior_weight = prior_weight
         self.min_trials = min_trials
-        self._passes: dict[str, int] = {}
-        self._trials: dict[str, int] = {}
+        self.window = window
+        self._recent: dict[str, deque[bool]] = {}
 
     def update(self, task_id: str, rewards: Sequence[float]) -> None:
         """Record one group of rollouts of `task_id`; a reward >= 0.5 counts as a pass."""
-        self._passes[task_id] = self._passes.get(task_id, 0) + sum(r >= PASS_THRESHOLD for r in rewards)
-        self._trials[task_id] = self._trials.get(task_id, 0) + len(rewards)
+        recent = self._recent.setdefault(task_id, deque(maxlen=self.window))
+        recent.extend(r >= PASS_THRESHOLD for r in rewards)
 
     def trials(self, task_id: str) -> int:
-        """Number of rollouts seen for `task_id` (0 if unseen)."""
-        return self._trials.get(task_id, 0)
+        """Number of recent rollouts of `task_id` counted (at most `window`; 0 if unseen)."""
+        return len(self._recent.get(task_id, ()))
+
+    def _passes(self, task_id: str) -> int:
+        return sum(self._recent.get(task_id, ()))
 
     def pass_rate(self, task_id: str) -> float:
-        """Beta-smoothed pass rate (passes + prior*w) / (trials + w); the prior itself for an unseen task."""
-        passes = self._passes.get(task_id, 0)
-        return (passes + self.prior * self.prior_weight) / (self.trials(task_id) + self.prior_weight)
+        """Beta-smoothed recent pass rate (passes + prior*w) / (trials + w); the prior itself for an unseen task."""
+        return (self._passes(task_id) + self.prior * self.prior_weight) / (self.trials(task_id) + self.prior_weight)
 
     def value(self, task_id: str) -> float:
-        """p(1-p), the variance of a pass, or 0 once `min_trials` trials were all passes or all failures."""
+        """p(1-p), the variance of a pass, or 0 once `min_trials` recent trials were all passes or all failures."""
         trials = self.trials(task_id)
-        if trials >= self.min_trials and self._passes.get(task_id, 0) in (0, trials):
+        if trials >= self.min_trials and self._passes(task_id) in (0, trials):
             return 0.0
         p = self.pass_rate(task_id)
         return p * (1.0 - p)
 
-    def state_dict(self) -> dict[str, dict[str, int]]:
-        """The counts (not the configuration), as plain JSON-ready dicts, for checkpoints."""
-        return {"passes": dict(self._passes), "trials": dict(self._trials)}
+    def state_dict(self) -> dict[str, dict[str, list[int]]]:
+        """The recent passes per task (not the configuration), JSON-ready, for checkpoints."""
+        return {"recent": {task: [int(x) for x in recent] for task, recent in self._recent.items()}}
 
-    def load_state_dict(self, state: dict[str, dict[str, int]]) -> None:
-        """Replace the counts with those of `state_dict()`."""
-        self._passes = dict(state["passes"])
-        self._trials = dict(state["trials"])
+    def load_state_dict(self, state: dict) -> None:
+        """Replace the counts with those of `state_dict()`; a checkpoint written before the window (whole-run pass
+        and trial counts) loads as its most recent possible history, failures first."""
+        if "recent" in state:
+            history = {task: [bool(x) for x in recent] for task, recent in state["recent"].items()}
+        else:
+            history = {task: [False] * (trials - state["passes"].get(task, 0)) + [True] * state["passes"].get(task, 0)
+                       for task, trials in state["trials"].items()}
+        self._recent = {task: deque(h, maxlen=self.window) for task, h in history.items()}
 
 
 def allocate(task_ids: Sequence[str], tracker: PassRateTracker, total_groups: int,
