@@ -4,6 +4,9 @@ configuration fails before any work starts."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,4 +99,13 @@ def test_demo_command_reports_a_bad_configuration_without_running(tmp_path):
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 2
     assert "heldout_envs must be at least 1 and below envs_per_domain" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_python_dash_m_demo_takes_the_demo_options(tmp_path):
+    """`make demo` runs `python -m toolgym.demo`; it used to ignore every argument (a --seed 1 run was seed 0)."""
+    result = subprocess.run([sys.executable, "-m", "toolgym.demo", "--out", str(tmp_path / "run"), "--heldout-envs",
+                             "60"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=120)
+    assert result.returncode == 2
+    assert "heldout_envs must be at least 1 and below envs_per_domain" in result.stdout + result.stderr
     assert not (tmp_path / "run").exists()

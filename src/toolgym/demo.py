@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -243,5 +244,11 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
     console.print(f"report -> {html}; total wall time {time.perf_counter() - start:.0f}s")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # `python -m toolgym.demo [OPTIONS]` (what `make demo` runs) takes `toolgym demo`'s options
+    import typer
+
+    from toolgym.cli import demo_cmd
+
+    app = typer.Typer(add_completion=False)
+    app.command()(demo_cmd)
+    app(sys.argv[1:], prog_name="python -m toolgym.demo")
