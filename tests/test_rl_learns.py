@@ -15,8 +15,11 @@ the instruction (the same button probabilities whatever was asked), and RL on it
 this one (30 epochs) reads it. Rollouts decode without the tool-call grammar, so a decaying call format is scored as
 failing rather than propped up by the decoder.
 
-This fails if the advantage sign is flipped, if the loss mask is off by one token (the update trains the tokens
-around the button name, not the name itself) or if rollouts never receive the trainer's weights.
+Measured pass rate after 30 steps (every task weighted alike): 0.64-0.70 in two runs on an idle machine, 0.48 with a
+demo running beside it (from about 0.15 before). The bound asserted is at least 0.4 and a rise of at least 0.2.
+This fails if the advantage sign is flipped (0.00 after), if the loss mask is off by one token (0.27-0.36 after: the
+update trains the tokens around the button name, not the name itself) or if rollouts never receive the trainer's
+weights (the version check).
 """
 
 from __future__ import annotations
@@ -128,4 +131,4 @@ def test_async_gspo_learns_the_asked_for_button_from_chance(switchboard, tmp_pat
     assert policy.version == trainer.version == summary.steps, "rollouts never received the trainer's weights"
     after = pass_rate(policy, tasks, 32, rollout)
     assert before < 0.35, f"the warm-up should leave the policy at or below chance, got {before:.2f}"
-    assert after >= 0.5 and after - before >= 0.25, f"pass rate {before:.2f} before RL, {after:.2f} after"
+    assert after >= 0.4 and after - before >= 0.2, f"pass rate {before:.2f} before RL, {after:.2f} after"
