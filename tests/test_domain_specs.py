@@ -10,6 +10,7 @@ import yaml
 
 from toolgym.domains import SpecError, builtin_names, compile_spec, load_domain
 from toolgym.domains.registry import BUILTIN_DIR
+from toolgym.rl.switchboard import SPEC as SWITCHBOARD_SPEC
 
 from conftest import DOMAINS
 
@@ -100,7 +101,7 @@ def test_compiling_a_broken_spec_leaves_nothing_behind(tmp_path: Path):
 def test_records_of_a_custom_domain_find_their_spec_file():
     from toolgym.envs.environment import Environment, EnvironmentRecord
 
-    spec = Path(__file__).parent / "data" / "switchboard.yaml"
+    spec = SWITCHBOARD_SPEC
     env = Environment(load_domain(str(spec)), ["red", "blue", "get_press"], env_id="custom")
     record = EnvironmentRecord.model_validate_json(env.record().model_dump_json())
     assert record.domain == "switchboard" and record.spec == str(spec.resolve())

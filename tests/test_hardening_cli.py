@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from toolgym.cli import app
 from toolgym.domains import builtin_names
 from toolgym.rl.runtime_local import RunSummary
+from toolgym.rl.switchboard import SPEC as SWITCHBOARD_SPEC
 
 runner = CliRunner()
 
@@ -92,7 +93,7 @@ def test_records_of_a_changed_or_missing_custom_spec_are_refused_with_a_message(
     from toolgym.jsonl import write_jsonl
 
     spec = tmp_path / "switchboard.yaml"
-    spec.write_text((Path(__file__).parent / "data" / "switchboard.yaml").read_text())
+    spec.write_text(SWITCHBOARD_SPEC.read_text())
     env = Environment(load_domain(str(spec)), ["red", "blue", "get_press"], env_id="custom")
     write_jsonl(tmp_path / "envs.jsonl", [env.record()])
     env.close()
@@ -107,7 +108,7 @@ def test_records_of_a_changed_or_missing_custom_spec_are_refused_with_a_message(
 
 
 def test_sampling_a_domain_smaller_than_min_tools_is_a_message(tmp_path: Path):
-    spec = str(Path(__file__).parent / "data" / "switchboard.yaml")
+    spec = str(SWITCHBOARD_SPEC)
     result = _run("envs", "sample", "-d", spec, "--n", "1", "--out", str(tmp_path / "e.jsonl"))
     assert result.exit_code == 1 and "--min-tools 6 or fewer" in result.output
     result = _run("envs", "sample", "-d", spec, "--n", "1", "--min-tools", "4", "--out", str(tmp_path / "e.jsonl"))

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_rl_learns import warm_switchboard
 
 from toolgym.jsonl import write_jsonl
+from toolgym.rl.switchboard import warm_switchboard
 
 STEPS, GROUPS_PER_STEP = 4, 2
 

@@ -24,84 +24,25 @@ weights (the version check).
 
 from __future__ import annotations
 
-import random
-from pathlib import Path
-
 import pytest
 import torch
 
-from toolgym.agent.rollout import Episode, RolloutConfig, run_episodes
-from toolgym.domains import load_domain
-from toolgym.envs.environment import Environment, ToolCall
+from toolgym.agent.rollout import RolloutConfig
+from toolgym.envs.environment import ToolCall
+from toolgym.envs.families import replay
 from toolgym.policy.base import SamplingParams
 from toolgym.policy.hf import HFPolicy
-from toolgym.agent.toolcall import format_tool_call
-from toolgym.policy.chat_format import render
-from toolgym.policy.tiny import build_tiny_model
 from toolgym.rl.config import RLConfig, TrainerConfig
 from toolgym.rl.manager import ManagerConfig
 from toolgym.rl.runtime_local import TrainingRun
+from toolgym.rl.switchboard import BUTTONS, pass_rate, warm_switchboard
 from toolgym.rl.trainer import Trainer
-from toolgym.sft.data import SFTExample
-from toolgym.sft.trainer import SFTConfig, train_sft
-from toolgym.tasks.model import Difficulty, Task, UserProfile
-from toolgym.envs.families import open_env, replay
-
-SPEC = Path(__file__).parent / "data" / "switchboard.yaml"
-BUTTONS = ["red", "green", "blue", "gold"]
-
-
-def button_task(env: Environment, button: str) -> Task:
-    """A task whose only passing trajectory presses `button` once (expected state from running the gold call)."""
-    work = env.fork()
-    before = work.snapshot()
-    work.call(button, {})
-    changes = work.diff_from(before)
-    final_hash = work.state_hash()
-    work.close()
-    return Task(id=f"press-{button}", domain=env.domain.name, seed=0, env=env.record(),
-                instruction=f"Please press the {button} button.", user=UserProfile(),
-                gold_chain=[ToolCall(name=button)], expected_changes=changes, expected_state_hash=final_hash,
-                required_answers=[], difficulty=Difficulty(chain_length=1, n_writes=1, n_env_tools=4, n_targets=1))
-
-
-def habit_example(task: Task, tools: list[dict], rng: random.Random) -> SFTExample:
-    """One warm-up conversation: the call presses the asked-for button one time in four, else the next one round."""
-    asked = task.gold_chain[0].name
-    pressed = asked if rng.random() < 0.25 else BUTTONS[(BUTTONS.index(asked) + 1) % 4]
-    messages = [{"role": "system", "content": ""}, {"role": "user", "content": task.instruction},
-                {"role": "assistant", "content": format_tool_call(ToolCall(name=pressed))},
-                {"role": "tool", "content": '{"ok": true}'}, {"role": "assistant", "content": "Done."}]
-    return SFTExample(task_id=task.id, domain=task.domain, messages=messages, tools=tools, train=[True, True])
-
-
-def warm_switchboard(root: Path, repeats: int, epochs: int) -> tuple[list[Task], Path]:
-    """(the four button tasks, a warmed-up model dir under `root`): a model built from scratch, then fine-tuned on
-    `repeats` habit conversations per button, so it writes well-formed calls, mostly wrong ones."""
-    env = Environment(load_domain(str(SPEC)), BUTTONS, env_id="switchboard")
-    tasks = [button_task(env, b) for b in BUTTONS]
-    tools = env.openai_tools()
-    env.close()
-    rng = random.Random(0)
-    habits = [habit_example(t, tools, rng) for t in tasks * repeats]
-    tiny = build_tiny_model([render(e.messages, tools) for e in habits], root / "tiny", vocab_size=400,
-                            hidden_size=64, num_layers=2, num_heads=4, max_position_embeddings=512, seed=0)
-    train_sft(tiny, habits, root / "warm", SFTConfig(epochs=epochs, lr=3e-3, batch_size=16, warmup_steps=5),
-              show_progress=False)
-    return tasks, root / "warm"
 
 
 @pytest.fixture(scope="module")
 def switchboard(tmp_path_factory, one_thread):
     """(tasks, warmed-up model dir) with 64 habit conversations per button, 30 epochs: enough to read the button."""
     return warm_switchboard(tmp_path_factory.mktemp("switchboard"), repeats=64, epochs=30)
-
-
-def pass_rate(policy: HFPolicy, tasks: list[Task], trials: int, rollout: RolloutConfig) -> float:
-    """Pass rate over `trials` episodes of every task (each task weighted alike)."""
-    episodes = [Episode(task=t, env=open_env(t.env), trial=i) for t in tasks for i in range(trials)]
-    trajectories = run_episodes(episodes, policy, rollout)
-    return sum(t.passed for t in trajectories) / len(trajectories)
 
 
 def test_switchboard_tasks_are_verified_by_the_button_pressed(switchboard):

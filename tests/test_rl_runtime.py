@@ -13,7 +13,7 @@ from toolgym.agent.rollout import RolloutConfig
 from toolgym.policy.scripted import CoinGoldPolicy
 from toolgym.rl.config import RLConfig
 from toolgym.rl.manager import ManagerConfig
-from toolgym.rl.runtime_local import TrainingRun
+from toolgym.rl.runtime_local import CheckpointError, TrainingRun
 from toolgym.rl.simulated import SimulatedTrainer
 
 @pytest.fixture(scope="module")
@@ -79,6 +79,20 @@ def test_interrupted_run_resumes_without_losing_or_repeating_groups(tmp_path, rl
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, rl_tasks):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        _run(tmp_path, rl_tasks).run(resume=True)
+
+
+@pytest.mark.parametrize("damage", ["drop tracker", "truncate"])
+def test_resume_from_a_damaged_checkpoint_is_a_clear_error(tmp_path, rl_tasks, damage):
+    assert _run(tmp_path, rl_tasks).run(stop_after=2).interrupted
+    path = tmp_path / "checkpoint" / "state.json"
+    if damage == "drop tracker":
+        state = json.loads(path.read_text())
+        del state["manager"]["tracker"]
+        path.write_text(json.dumps(state))
+    else:
+        path.write_text(path.read_text()[:40])
+    with pytest.raises(CheckpointError, match="not a run state"):
         _run(tmp_path, rl_tasks).run(resume=True)
 
 

@@ -540,7 +540,7 @@ def train_cmd(
     """DORA-style asynchronous RL (GSPO by default) on a task set; `mode: sync` runs the barrier baseline."""
     from toolgym.rl.config import RLConfig
     from toolgym.rl.losses import LOSSES
-    from toolgym.rl.runtime_local import train_from_config
+    from toolgym.rl.runtime_local import CheckpointError, train_from_config
 
     try:
         cfg = RLConfig.from_yaml(config)
@@ -558,7 +558,10 @@ def train_cmd(
         fail(f"--resume: no checkpoint in {cfg.out}/checkpoint to resume from")
     console.print(f"training {cfg.steps} steps of {cfg.groups_per_step} groups x {cfg.manager.group_size} rollouts "
                   f"({cfg.trainer.algorithm}, {cfg.mode}) from {cfg.model}; loading the model...", markup=False)
-    summary = train_from_config(cfg, resume=resume)
+    try:
+        summary = train_from_config(cfg, resume=resume)
+    except CheckpointError as exc:
+        fail(f"--resume: {exc}")
     console.print(f"{summary.steps} steps, {summary.trained_groups} groups trained, {summary.samples_per_s:.2f} "
                   f"samples/s, trainer idle {summary.trainer_idle_fraction:.0%}; checkpoint -> {cfg.out}/checkpoint")
     if summary.stopped_reason:

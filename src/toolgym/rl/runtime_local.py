@@ -33,6 +33,10 @@ from toolgym.rl.queue import SampleGroup, SampleQueue
 from toolgym.tasks.model import Task
 
 
+class CheckpointError(ValueError):
+    """A checkpoint's run state cannot be read back (damaged, edited, or written by an incompatible version)."""
+
+
 class TrainerLike(Protocol):
     version: int
 
@@ -136,15 +140,21 @@ class TrainingRun:
     def restore(self) -> None:
         if not (self.ckpt / "state.json").exists():
             raise FileNotFoundError(f"no checkpoint to resume from in {self.ckpt}")
-        state = json.loads((self.ckpt / "state.json").read_text())
+        path = self.ckpt / "state.json"
+        try:
+            state = json.loads(path.read_text())
+            run_state = RunState.model_validate(state["run"])
+            self.queue.load_state_dict(state["queue"])
+            self.manager.load_state_dict(state["manager"])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CheckpointError(f"{path} is not a run state this version of toolgym wrote (damaged or edited?): "
+                             f"{type(e).__name__}: {e}") from e
         self.trainer.load(self.ckpt / "trainer")
         if hasattr(self.trainer, "model"):
             self.policy.set_weights(self.trainer.model.state_dict(), self.trainer.version)
         else:
             self.policy.set_weights({}, self.trainer.version)
-        self.state = RunState.model_validate(state["run"])
-        self.queue.load_state_dict(state["queue"])
-        self.manager.load_state_dict(state["manager"])
+        self.state = run_state
         if self.curriculum and state["curriculum"]:
             self.curriculum = TaskCurriculum.model_validate(state["curriculum"])
             self.manager.curriculum = self.curriculum

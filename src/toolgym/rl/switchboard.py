@@ -1,0 +1,76 @@
+"""The switchboard: the smallest check that an RL setup learns, used by the RL learning test and the learning bench.
+
+Four buttons (tools `red`, `green`, `blue`, `gold`); each task asks for one and passes only if that button and no
+other was pressed. `warm_switchboard` builds a tiny model from scratch and fine-tunes it on conversations with a
+wrong habit (it presses the asked button one time in four, else the next one round), so it writes well-formed calls,
+reads the instruction, and starts at or below chance: only RL, rewarding the right button, can fix the habit.
+`pass_rate` weights every task alike, so a policy that always presses one button scores chance whatever share of
+the training groups that button's task got.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from toolgym.agent.rollout import Episode, RolloutConfig, run_episodes
+from toolgym.agent.toolcall import format_tool_call
+from toolgym.domains import load_domain
+from toolgym.envs.environment import Environment, ToolCall
+from toolgym.envs.families import open_env
+from toolgym.policy.base import Policy
+from toolgym.policy.chat_format import render
+from toolgym.policy.tiny import build_tiny_model
+from toolgym.sft.data import SFTExample
+from toolgym.sft.trainer import SFTConfig, train_sft
+from toolgym.tasks.model import Difficulty, Task, UserProfile
+
+SPEC = Path(__file__).with_name("switchboard.yaml")
+BUTTONS = ("red", "green", "blue", "gold")
+
+
+def button_task(env: Environment, button: str) -> Task:
+    """A task whose only passing trajectory presses `button` once (expected state from running the gold call)."""
+    work = env.fork()
+    before = work.snapshot()
+    work.call(button, {})
+    changes = work.diff_from(before)
+    final_hash = work.state_hash()
+    work.close()
+    return Task(id=f"press-{button}", domain=env.domain.name, seed=0, env=env.record(),
+                instruction=f"Please press the {button} button.", user=UserProfile(),
+                gold_chain=[ToolCall(name=button)], expected_changes=changes, expected_state_hash=final_hash,
+                required_answers=[], difficulty=Difficulty(chain_length=1, n_writes=1, n_env_tools=4, n_targets=1))
+
+
+def habit_example(task: Task, tools: list[dict], rng: random.Random) -> SFTExample:
+    """One warm-up conversation: the call presses the asked-for button one time in four, else the next one round."""
+    asked = task.gold_chain[0].name
+    pressed = asked if rng.random() < 0.25 else BUTTONS[(BUTTONS.index(asked) + 1) % len(BUTTONS)]
+    messages = [{"role": "system", "content": ""}, {"role": "user", "content": task.instruction},
+                {"role": "assistant", "content": format_tool_call(ToolCall(name=pressed))},
+                {"role": "tool", "content": '{"ok": true}'}, {"role": "assistant", "content": "Done."}]
+    return SFTExample(task_id=task.id, domain=task.domain, messages=messages, tools=tools, train=[True, True])
+
+
+def warm_switchboard(root: Path, repeats: int, epochs: int, seed: int = 0) -> tuple[list[Task], Path]:
+    """(the four button tasks, a warmed-up model dir under `root`): a model built from scratch, then fine-tuned on
+    `repeats` habit conversations per button for `epochs` epochs (30 with 64 repeats: enough to read the button)."""
+    env = Environment(load_domain(str(SPEC)), list(BUTTONS), env_id="switchboard")
+    tasks = [button_task(env, b) for b in BUTTONS]
+    tools = env.openai_tools()
+    env.close()
+    rng = random.Random(seed)
+    habits = [habit_example(t, tools, rng) for t in tasks * repeats]
+    tiny = build_tiny_model([render(e.messages, tools) for e in habits], root / "tiny", vocab_size=400,
+                            hidden_size=64, num_layers=2, num_heads=4, max_position_embeddings=512, seed=seed)
+    train_sft(tiny, habits, root / "warm", SFTConfig(epochs=epochs, lr=3e-3, batch_size=16, warmup_steps=5,
+                                                     seed=seed), show_progress=False)
+    return tasks, root / "warm"
+
+
+def pass_rate(policy: Policy, tasks: list[Task], trials: int, rollout: RolloutConfig) -> float:
+    """Pass rate over `trials` episodes of every task (each task weighted alike)."""
+    episodes = [Episode(task=t, env=open_env(t.env), trial=i) for t in tasks for i in range(trials)]
+    trajectories = run_episodes(episodes, policy, rollout)
+    return sum(t.passed for t in trajectories) / len(trajectories)
