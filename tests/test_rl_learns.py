@@ -27,15 +27,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from toolgym.agent.rollout import RolloutConfig
 from toolgym.envs.environment import ToolCall
 from toolgym.envs.families import replay
-from toolgym.policy.base import SamplingParams
 from toolgym.policy.hf import HFPolicy
-from toolgym.rl.config import RLConfig, TrainerConfig
-from toolgym.rl.manager import ManagerConfig
 from toolgym.rl.runtime_local import TrainingRun
-from toolgym.rl.switchboard import BUTTONS, pass_rate, warm_switchboard
+from toolgym.rl.switchboard import BUTTONS, ROLLOUT, pass_rate, rl_config, warm_switchboard
 from toolgym.rl.trainer import Trainer
 
 
@@ -57,19 +53,15 @@ def test_switchboard_tasks_are_verified_by_the_button_pressed(switchboard):
 def test_async_gspo_learns_the_asked_for_button_from_chance(switchboard, tmp_path):
     tasks, warm = switchboard
     torch.manual_seed(0)
-    rollout = RolloutConfig(max_turns=1, system_prompt="", sampling=SamplingParams(temperature=1.0, max_new_tokens=24))
-    cfg = RLConfig(model=str(warm), tasks="in-memory", out=str(tmp_path / "rl"), steps=30, groups_per_step=16,
-                   max_staleness=1, checkpoint_every=0, curriculum=False, max_wait_seconds=20,
-                   manager=ManagerConfig(group_size=8, inflight_groups=12, seed=0),
-                   trainer=TrainerConfig(algorithm="gspo", lr=2e-3, eps_low=0.2, eps_high=0.2), rollout=rollout)
+    cfg = rl_config(warm, tmp_path / "rl", steps=30, max_wait_seconds=20)
     trainer = Trainer(cfg.model, cfg.trainer)
     policy = HFPolicy(warm, constrain="none")
-    before = pass_rate(policy, tasks, 32, rollout)
+    before = pass_rate(policy, tasks, 32, ROLLOUT)
     run = TrainingRun(cfg, tasks, policy, trainer, show_progress=False)
     trainer.publish = run.policy.set_weights
     summary = run.run()
     assert summary.steps == cfg.steps, summary.stopped_reason
     assert policy.version == trainer.version == summary.steps, "rollouts never received the trainer's weights"
-    after = pass_rate(policy, tasks, 32, rollout)
+    after = pass_rate(policy, tasks, 32, ROLLOUT)
     assert before < 0.35, f"the warm-up should leave the policy at or below chance, got {before:.2f}"
     assert after >= 0.4 and after - before >= 0.2, f"pass rate {before:.2f} before RL, {after:.2f} after"

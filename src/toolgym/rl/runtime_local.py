@@ -138,29 +138,29 @@ class TrainingRun:
         tmp.rename(self.ckpt)
 
     def restore(self) -> None:
-        if not (self.ckpt / "state.json").exists():
-            raise FileNotFoundError(f"no checkpoint to resume from in {self.ckpt}")
         path = self.ckpt / "state.json"
+        if not path.exists():
+            raise FileNotFoundError(f"no checkpoint to resume from in {self.ckpt}")
         try:
             state = json.loads(path.read_text())
             run_state = RunState.model_validate(state["run"])
+            curriculum = TaskCurriculum.model_validate(state["curriculum"]) if state["curriculum"] else None
+            noise = NoiseCurriculum.model_validate(state["noise"]) if state["noise"] else None
             self.queue.load_state_dict(state["queue"])
             self.manager.load_state_dict(state["manager"])
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CheckpointError(f"{path} is not a run state this version of toolgym wrote (damaged or edited?): "
-                             f"{type(e).__name__}: {e}") from e
+                                  f"{type(e).__name__}: {e}") from e
         self.trainer.load(self.ckpt / "trainer")
         if hasattr(self.trainer, "model"):
             self.policy.set_weights(self.trainer.model.state_dict(), self.trainer.version)
         else:
             self.policy.set_weights({}, self.trainer.version)
         self.state = run_state
-        if self.curriculum and state["curriculum"]:
-            self.curriculum = TaskCurriculum.model_validate(state["curriculum"])
-            self.manager.curriculum = self.curriculum
-        if self.noise and state["noise"]:
-            self.noise = NoiseCurriculum.model_validate(state["noise"])
-            self.manager.noise = self.noise
+        if self.curriculum and curriculum:
+            self.curriculum = self.manager.curriculum = curriculum
+        if self.noise and noise:
+            self.noise = self.manager.noise = noise
 
     def _collect(self) -> tuple[list[SampleGroup], float]:
         """Groups for one step and the seconds the trainer waited for them.

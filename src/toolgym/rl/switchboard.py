@@ -18,15 +18,19 @@ from toolgym.agent.toolcall import format_tool_call
 from toolgym.domains import load_domain
 from toolgym.envs.environment import Environment, ToolCall
 from toolgym.envs.families import open_env
-from toolgym.policy.base import Policy
+from toolgym.policy.base import Policy, SamplingParams
 from toolgym.policy.chat_format import render
 from toolgym.policy.tiny import build_tiny_model
+from toolgym.rl.config import RLConfig, TrainerConfig
+from toolgym.rl.manager import ManagerConfig
 from toolgym.sft.data import SFTExample
 from toolgym.sft.trainer import SFTConfig, train_sft
 from toolgym.tasks.model import Difficulty, Task, UserProfile
 
 SPEC = Path(__file__).with_name("switchboard.yaml")
 BUTTONS = ("red", "green", "blue", "gold")
+ROLLOUT = RolloutConfig(max_turns=1, system_prompt="", sampling=SamplingParams(temperature=1.0, max_new_tokens=24))
+"""One call per episode, sampled at temperature 1 (the policy decodes without the tool-call grammar)."""
 
 
 def button_task(env: Environment, button: str) -> Task:
@@ -74,3 +78,12 @@ def pass_rate(policy: Policy, tasks: list[Task], trials: int, rollout: RolloutCo
     episodes = [Episode(task=t, env=open_env(t.env), trial=i) for t in tasks for i in range(trials)]
     trajectories = run_episodes(episodes, policy, rollout)
     return sum(t.passed for t in trajectories) / len(trajectories)
+
+
+def rl_config(warm: Path, out: Path, steps: int, mode: str = "async", max_wait_seconds: float = 60.0) -> RLConfig:
+    """The GSPO run that trains the switchboard from `warm`: 16 groups x 8 rollouts a step, staleness at most 1,
+    lr 2e-3, clip 0.2, no curriculum (every task from the start)."""
+    return RLConfig(model=str(warm), tasks="in-memory", out=str(out), mode=mode, steps=steps, groups_per_step=16,
+                    max_staleness=1, checkpoint_every=0, curriculum=False, max_wait_seconds=max_wait_seconds,
+                    manager=ManagerConfig(group_size=8, inflight_groups=12, seed=0),
+                    trainer=TrainerConfig(algorithm="gspo", lr=2e-3, eps_low=0.2, eps_high=0.2), rollout=ROLLOUT)
