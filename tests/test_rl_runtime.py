@@ -4,15 +4,18 @@ and a simulated trainer: staleness bound, streaming vs barrier, multi-version tr
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from toolgym.agent.rollout import RolloutConfig
+from toolgym.agent.trajectory import Trajectory, TurnRecord
 from toolgym.policy.scripted import CoinGoldPolicy
 from toolgym.rl.config import RLConfig
-from toolgym.rl.manager import ManagerConfig
+from toolgym.rl.manager import ManagerConfig, RolloutManager
+from toolgym.rl.queue import SampleGroup, SampleQueue
 from toolgym.rl.runtime_local import CheckpointError, TrainingRun
 from toolgym.rl.simulated import SimulatedTrainer
 
@@ -29,6 +32,45 @@ def _run(tmp: Path, tasks, mode="async", steps=6, staleness=1, **kw) -> Training
     run = TrainingRun(cfg, tasks, CoinGoldPolicy(tasks), trainer, show_progress=False)
     trainer.publish = run.policy.set_weights
     return run
+
+
+def test_delivering_into_a_full_queue_replans_the_evicted_group(rl_tasks):
+    """A full queue evicts its oldest group on put and reports it to the manager from inside delivery: the
+    manager's own lock must not deadlock that (it did when rollouts outran the trainer, as with vLLM)."""
+    manager = RolloutManager(rl_tasks, CoinGoldPolicy(rl_tasks), None, ManagerConfig(group_size=2, seed=0),
+                             RolloutConfig())
+    manager.queue = SampleQueue(max_staleness=1, capacity=1, on_stale=manager.regenerate)
+    issued = [manager.issue() for _ in range(2)]
+
+    def deliver_all() -> None:
+        for gid, tid in issued:
+            trajectories = [Trajectory(task_id=tid, domain="d", reward=r, passed=r > 0.5,
+                                       turns=[TurnRecord(index=0, version=0, n_tokens=1, finish_reason="stop")])
+                            for r in (0.0, 1.0)]
+            manager.deliver(gid, SampleGroup(group_id=f"g{gid}", task_id=tid, domain="d", trajectories=trajectories))
+
+    worker = threading.Thread(target=deliver_all, daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "delivery deadlocked on a full queue"
+    assert manager.queue.stats().depth == 1 and manager.queue.stats().dropped_stale == 1
+    assert manager.plan[0] == issued[0][1], "the evicted group's task was not planned again"
+    assert not manager.pending
+
+
+def test_rollouts_that_outrun_the_trainer_stop_at_what_it_can_use(tmp_path, rl_tasks):
+    """Scripted rollouts are far faster than a 0.3 s training step: no group is issued while groups_per_step x
+    (max_staleness + 1) wait, so the queue holds at most that plus the groups in flight, instead of filling with
+    groups that would only go stale."""
+    trainer = SimulatedTrainer(step_seconds=0.3)
+    cfg = RLConfig(model="unused", tasks="unused", out=str(tmp_path), steps=6, groups_per_step=3, max_staleness=1,
+                   checkpoint_every=0, curriculum=False, manager=ManagerConfig(group_size=4, inflight_groups=6),
+                   rollout=RolloutConfig(max_turns=12))
+    run = TrainingRun(cfg, rl_tasks, CoinGoldPolicy(rl_tasks), trainer, show_progress=False)
+    trainer.publish = run.policy.set_weights
+    assert run.run().steps == 6
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert max(row["queue_depth"] for row in rows) <= 3 * 2 + 6
 
 
 def test_async_training_respects_the_staleness_bound(tmp_path, rl_tasks):

@@ -65,10 +65,10 @@ def load_causal_lm(path: str | Path, **kwargs: Any) -> Any:
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
 
-def _stop_ids(tokenizer: Any, model: Any) -> set[int]:
+def stop_ids(tokenizer: Any, generation_config: Any) -> set[int]:
     """Token ids that end a turn: the tokenizer's eos plus the generation config's eos ids (one or a list)."""
     ids = {tokenizer.eos_token_id}
-    configured = model.generation_config.eos_token_id
+    configured = generation_config.eos_token_id
     ids.update(configured if isinstance(configured, list) else [configured])
     return {i for i in ids if i is not None}
 
@@ -106,7 +106,7 @@ class HFPolicy:
         self.model = load_causal_lm(path, dtype=getattr(torch, dtype)).to(device).eval()
         self.device = torch.device(device)
         self.version = version
-        self.stop_ids = _stop_ids(self.tokenizer, self.model)
+        self.stop_ids = stop_ids(self.tokenizer, self.model.generation_config)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.stop_ids)
         self.constrain = constrain
         self._call_ids = _single_token_ids(self.tokenizer, CALL_OPEN, CALL_CLOSE)

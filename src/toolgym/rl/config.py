@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from toolgym.agent.rollout import RolloutConfig
 from toolgym.device import Device
@@ -39,6 +39,18 @@ class NoiseSettings(BaseModel):
     gap_threshold: float = 0.05
 
 
+class VLLMServerSettings(BaseModel):
+    """How `engine: vllm-server` starts vLLM's OpenAI-compatible server (policy.vllm_server.VLLMServer)."""
+
+    model_config = {"extra": "forbid"}
+
+    python: str | None = None
+    """The python of vLLM's own environment; default $TOOLGYM_VLLM_PYTHON, else .venv-vllm/bin/python."""
+    memory_fraction: float = Field(0.05, gt=0, le=1)
+    """vLLM's --gpu-memory-utilization: on the CPU build, the share of RAM reserved for the KV cache."""
+    startup_timeout: float = Field(300.0, gt=0)
+
+
 class RLConfig(BaseModel):
     """Everything a training run needs; unknown keys are errors so typos do not pass silently."""
 
@@ -52,7 +64,9 @@ class RLConfig(BaseModel):
     controllers: int = Field(0, ge=0)
     """Rollout controllers in their own processes (Ray actors with `runtime: ray`), each running its share of the
     episodes while a light manager keeps budget, curriculum, staleness and queue; 0 runs rollouts in the manager."""
-    engine: Literal["hf", "vllm"] = "hf"
+    engine: Literal["hf", "vllm", "vllm-server"] = "hf"
+    """Rollout engine: transformers in process, vLLM in process (GPU), or a vLLM server in its own environment."""
+    vllm_server: VLLMServerSettings = Field(default_factory=VLLMServerSettings)
     constrain: ConstraintMode = "schema"
     """Tool-call decoding of the transformers rollout policy (policy.constrained): schema, copy or none."""
     steps: int = 20
@@ -67,6 +81,14 @@ class RLConfig(BaseModel):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_server_client(self) -> RLConfig:
+        """A vLLM server gets one client, the manager's, so that every weight swap is seen by every request."""
+        if self.engine == "vllm-server" and (self.controllers or self.runtime != "local"):
+            raise ValueError("engine vllm-server runs with runtime local and controllers 0 (one client publishes "
+                             "weights to the server)")
+        return self
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RLConfig:

@@ -75,7 +75,7 @@ class RolloutManager:
     def __init__(self, tasks: Sequence[Task], policy: Policy, queue: SampleQueue | None, cfg: ManagerConfig,
                  rollout: RolloutConfig, tracker: PassRateTracker | None = None,
                  curriculum: TaskCurriculum | None = None, noise: NoiseCurriculum | None = None,
-                 step: Callable[[], int] = lambda: 0):
+                 step: Callable[[], int] = lambda: 0, max_queued: int | None = None):
         if not tasks:
             raise ValueError("the rollout manager needs at least one task")
         self.tasks = {t.id: t for t in tasks}
@@ -93,7 +93,10 @@ class RolloutManager:
         self.redo: deque[tuple[int, str]] = deque()
         self.finished = 0
         self.error: BaseException | None = None
-        self.lock = threading.Lock()
+        self.max_queued = max_queued
+        """Issue no new group while this many wait in the queue: groups beyond what the trainer can take within the
+        staleness bound would only go stale (rollouts on another engine, such as vLLM, can outrun the trainer)."""
+        self.lock = threading.RLock()  # delivering into a full queue evicts a group, which regenerate re-plans
         self._recent: list[float] = []
 
     def _refill_plan(self) -> None:
@@ -136,12 +139,18 @@ class RolloutManager:
             self.pending.pop(gid, None)
             self.finished += 1
 
+    def _queue_full(self) -> bool:
+        return self.max_queued is not None and self.queue is not None and len(self.queue) >= self.max_queued
+
     async def _stream(self, stop: threading.Event) -> None:
         client = BatchedPolicy(self.policy, self.rollout.sampling, self.rollout.max_batch)
         running: set[asyncio.Task] = set()
         while not stop.is_set() or running:
-            while not stop.is_set() and len(running) < self.cfg.inflight_groups:
+            while not stop.is_set() and len(running) < self.cfg.inflight_groups and not self._queue_full():
                 running.add(asyncio.ensure_future(self.run_group(client, *self.issue())))
+            if not running:
+                await asyncio.sleep(0.05)
+                continue
             done, running = await asyncio.wait(running, timeout=0.05, return_when=asyncio.FIRST_COMPLETED)
             for fut in done:
                 if fut.exception() is not None:

@@ -118,7 +118,8 @@ class TrainingRun:
     def _make_manager(self, tasks: Sequence[Task]) -> RolloutManager:
         """The rollout manager of this run (runtimes that run rollouts elsewhere return their own)."""
         return RolloutManager(tasks, self.policy, None, self.cfg.manager, self.cfg.rollout, self.tracker,
-                              self.curriculum, self.noise, step=lambda: self.state.step)
+                              self.curriculum, self.noise, step=lambda: self.state.step,
+                              max_queued=self.cfg.groups_per_step * (self.cfg.max_staleness + 1))
 
     @property
     def ckpt(self) -> Path:
@@ -276,6 +277,16 @@ def train_from_config(cfg: RLConfig, resume: bool = False, show_progress: bool =
 
     tasks = list(read_jsonl(cfg.tasks, Task))
     trainer = Trainer(cfg.model, cfg.trainer)
+    if cfg.engine == "vllm-server":
+        from toolgym.policy.vllm_server import VLLMServer
+
+        settings = cfg.vllm_server
+        extra = {"python": settings.python} if settings.python else {}
+        with VLLMServer(Path(cfg.model), Path(cfg.out) / "vllm", memory_fraction=settings.memory_fraction,
+                        startup_timeout=settings.startup_timeout, **extra) as server:
+            run = TrainingRun(cfg, tasks, server.policy(), trainer, show_progress)
+            trainer.publish = run.policy.set_weights
+            return run.run(resume=resume)
     if cfg.engine == "vllm":
         from toolgym.policy.vllm import VLLMPolicy
 

@@ -57,9 +57,11 @@ def habit_example(task: Task, tools: list[dict], rng: random.Random) -> SFTExamp
     return SFTExample(task_id=task.id, domain=task.domain, messages=messages, tools=tools, train=[True, True])
 
 
-def warm_switchboard(root: Path, repeats: int, epochs: int, seed: int = 0) -> tuple[list[Task], Path]:
+def warm_switchboard(root: Path, repeats: int, epochs: int, seed: int = 0,
+                     num_heads: int = 4) -> tuple[list[Task], Path]:
     """(the four button tasks, a warmed-up model dir under `root`): a model built from scratch, then fine-tuned on
-    `repeats` habit conversations per button for `epochs` epochs (30 with 64 repeats: enough to read the button)."""
+    `repeats` habit conversations per button for `epochs` epochs (30 with 64 repeats: enough to read the button).
+    The model is 64 wide with `num_heads` attention heads (vLLM's CPU attention needs heads of 32 or wider: 2)."""
     env = Environment(load_domain(str(SPEC)), list(BUTTONS), env_id="switchboard")
     tasks = [button_task(env, b) for b in BUTTONS]
     tools = env.openai_tools()
@@ -67,7 +69,7 @@ def warm_switchboard(root: Path, repeats: int, epochs: int, seed: int = 0) -> tu
     rng = random.Random(seed)
     habits = [habit_example(t, tools, rng) for t in tasks * repeats]
     tiny = build_tiny_model([render(e.messages, tools) for e in habits], root / "tiny", vocab_size=400,
-                            hidden_size=64, num_layers=2, num_heads=4, max_position_embeddings=512, seed=seed)
+                            hidden_size=64, num_layers=2, num_heads=num_heads, max_position_embeddings=512, seed=seed)
     train_sft(tiny, habits, root / "warm", SFTConfig(epochs=epochs, lr=3e-3, batch_size=16, warmup_steps=5,
                                                      seed=seed), show_progress=False)
     return tasks, root / "warm"
