@@ -4,7 +4,8 @@ vLLM's CPU build serves the switchboard model (rl.switchboard) as an OpenAI-comp
 virtual environment; toolgym's VLLMServerPolicy drives it over HTTP. Checked here: the logprobs vLLM reports for the
 tokens it sampled are the model's own (what GSPO's ratio needs); async GSPO with vLLM as the rollout engine learns
 the switchboard, every published version reaches the server (its /weight_info and its logprobs afterwards) and the
-trajectories record the versions that produced them; `toolgym train`'s `engine: vllm-server` starts and stops the
+trajectories record the versions that produced them; the shipped base runs seeded episodes of real domains;
+`toolgym train`'s `engine: vllm-server` starts and stops the
 server itself.
 """
 
@@ -17,9 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from toolgym.agent.rollout import Episode, run_episodes
+from toolgym.agent.rollout import Episode, RolloutConfig, run_episodes
+from toolgym.assets import TINY_BASE
+from toolgym.eval.runner import evaluate
 from toolgym.envs.families import open_env
 from toolgym.jsonl import write_jsonl
+from toolgym.policy.base import SamplingParams
 from toolgym.policy.hf import HFPolicy
 from toolgym.policy.vllm_server import DEFAULT_VLLM_PYTHON, VLLMServer, VLLMServerPolicy
 from toolgym.rl.runtime_local import TrainingRun, train_from_config
@@ -91,6 +95,19 @@ def test_async_gspo_on_vllm_rollouts_learns_and_every_version_reaches_the_server
     after = pass_rate(policy, tasks, 32, ROLLOUT)
     assert before < 0.35, f"the warm-up should leave the policy at or below chance, got {before:.2f}"
     assert after >= 0.4 and after - before >= 0.2, f"pass rate {before:.2f} before RL, {after:.2f} after"
+
+
+def test_the_shipped_base_served_by_vllm_runs_seeded_episodes_of_real_domains(tasks, tmp_path):
+    """The embedded default behind vLLM: many concurrent seeded episodes with prompts of hundreds of tokens (the
+    load that split prefills and once killed the CPU engine) all finish, and the base writes tool calls."""
+    chosen = [t for name in sorted(tasks) for t in tasks[name][:3]]
+    with VLLMServer(TINY_BASE, tmp_path / "vllm") as running:
+        run = evaluate(running.policy(), chosen, k=2, config=RolloutConfig(
+            max_turns=3, sampling=SamplingParams(temperature=0.7, max_new_tokens=96, seed=0)))
+    errors = [t.error for t in run.trajectories if t.termination == "error"]
+    assert not errors, errors[:3]
+    assert max(len(s.token_ids) for t in run.trajectories for s in t.segments) > 300
+    assert sum(t.n_tool_calls for t in run.trajectories) > 0
 
 
 def test_train_config_engine_vllm_server_starts_trains_and_stops_it(switchboard, tmp_path):

@@ -150,7 +150,9 @@ class VLLMServer:
     `start()` writes the served copy under `workdir/served`, launches
     `python -m vllm.entrypoints.openai.api_server` on 127.0.0.1 with the dev endpoints on, and waits for /health;
     its log goes to `workdir/vllm.log`. `memory_fraction` is vLLM's `--gpu-memory-utilization`, which on the CPU
-    build is the share of RAM reserved for the KV cache."""
+    build is the share of RAM reserved for the KV cache. Chunked prefill is off: vLLM 0.32's CPU build kills its
+    engine ("CPU Generator does not use offset") when a seeded request's prefill is split across steps, which
+    many concurrent long prompts (evaluation, rollout groups) bring about."""
 
     model_dir: Path
     workdir: Path
@@ -180,7 +182,8 @@ class VLLMServer:
         self.port = self.port or _free_port()
         command = [self.python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.served_dir.resolve()),
                    "--host", "127.0.0.1", "--port", str(self.port), "--dtype", "float32",
-                   "--gpu-memory-utilization", str(self.memory_fraction), *self.extra_args]
+                   "--gpu-memory-utilization", str(self.memory_fraction), "--no-enable-chunked-prefill",
+                   *self.extra_args]
         if self.max_model_len is not None:
             command += ["--max-model-len", str(self.max_model_len)]
         log = (self.workdir / "vllm.log").open("w")
