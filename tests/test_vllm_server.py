@@ -6,15 +6,19 @@ tokens it sampled are the model's own (what GSPO's ratio needs); async GSPO with
 the switchboard, every published version reaches the server (its /weight_info and its logprobs afterwards) and the
 trajectories record the versions that produced them; the shipped base runs seeded episodes of real domains;
 `toolgym train`'s `engine: vllm-server` starts and stops the
-server itself.
+server itself, and a killed toolgym process takes its server with it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -120,3 +124,19 @@ def test_train_config_engine_vllm_server_starts_trains_and_stops_it(switchboard,
     log = (tmp_path / "rl" / "vllm" / "vllm.log").read_text()
     assert "reload" in log.lower(), "the trainer's weights never reached the server"
     assert not list((tmp_path / "rl" / "vllm" / "published").glob("v[0-2]")), "old published copies were kept"
+
+
+def test_a_killed_toolgym_process_leaves_no_server_behind(tmp_path):
+    script = ("import sys, time\nfrom pathlib import Path\nfrom toolgym.assets import TINY_BASE\n"
+              "from toolgym.policy.vllm_server import VLLMServer\n"
+              "server = VLLMServer(TINY_BASE, Path(sys.argv[1])).start()\n"
+              "print(server.process.pid, flush=True)\ntime.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    server_pid = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and psutil.pid_exists(server_pid) and \
+            psutil.Process(server_pid).status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.5)
+    assert not psutil.pid_exists(server_pid) or psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE

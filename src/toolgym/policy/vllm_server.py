@@ -15,11 +15,14 @@ head at its old values ("ParallelLMHead: Failed to load weights"), so a tied hea
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -137,6 +140,13 @@ class VLLMServerPolicy:
         return response.json().get("weight_version")
 
 
+def _terminate_with_parent() -> None:
+    """In the server's child process, before exec: on Linux, have the kernel send it SIGTERM when the thread that
+    started it dies, so a killed toolgym process does not leave a server holding memory and a port."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -188,7 +198,8 @@ class VLLMServer:
             command += ["--max-model-len", str(self.max_model_len)]
         log = (self.workdir / "vllm.log").open("w")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "VLLM_SERVER_DEV_MODE": "1"}, start_new_session=True)
+                                        env={**os.environ, "VLLM_SERVER_DEV_MODE": "1"}, start_new_session=True,
+                                        preexec_fn=_terminate_with_parent)
         self._wait_healthy()
         return self
 
