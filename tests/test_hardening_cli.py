@@ -75,6 +75,14 @@ def test_train_config_errors_are_messages_given_before_any_model_loads(rl_config
     assert result.exit_code == 1 and "no checkpoint" in result.output
 
 
+def test_train_on_a_vllm_server_without_vllm_says_how_to_get_it(rl_config, tiny_dir):
+    write, root = rl_config
+    result = _run("train", str(write(f"model: {tiny_dir}\ntasks: {root}/tasks.jsonl\nout: {root}/run\n"
+                                     f"engine: vllm-server\nvllm_server: {{python: {root}/no-vllm/python}}\n")))
+    assert result.exit_code == 1 and "no vLLM Python" in result.output and "make vllm-env" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_train_that_stops_early_says_why_and_what_helps(rl_config, monkeypatch):
     import toolgym.rl.runtime_local as runtime
 

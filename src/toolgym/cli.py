@@ -558,10 +558,14 @@ def train_cmd(
         fail(f"--resume: no checkpoint in {cfg.out}/checkpoint to resume from")
     console.print(f"training {cfg.steps} steps of {cfg.groups_per_step} groups x {cfg.manager.group_size} rollouts "
                   f"({cfg.trainer.algorithm}, {cfg.mode}) from {cfg.model}; loading the model...", markup=False)
+    from toolgym.policy.vllm_server import VLLMServerError
+
     try:
         summary = train_from_config(cfg, resume=resume)
     except CheckpointError as exc:
         fail(f"--resume: {exc}")
+    except VLLMServerError as exc:
+        fail(f"engine vllm-server: {exc}")
     console.print(f"{summary.steps} steps, {summary.trained_groups} groups trained, {summary.samples_per_s:.2f} "
                   f"samples/s, trainer idle {summary.trainer_idle_fraction:.0%}; checkpoint -> {cfg.out}/checkpoint")
     if summary.stopped_reason:

@@ -9,8 +9,9 @@ tokens exactly as with the transformers backend.
 The trainer publishes weights by writing a checkpoint and asking the server to load it in place
 (`/collective_rpc` `reload_weights`, served when VLLM_SERVER_DEV_MODE=1) and to label it (`/update_weight_version`).
 A training run wraps its policy in SyncedPolicy, so no batch is out while weights are swapped and each
-completion carries the version that produced it. The served copy is written with an explicit, untied `lm_head.weight`: vLLM 0.32's in-place reload leaves a tied output
-head at its old values ("ParallelLMHead: Failed to load weights"), so a tied head would serve stale logits.
+completion carries the version that produced it. The served copy is written with an explicit, untied
+`lm_head.weight`: vLLM 0.32's in-place reload leaves a tied output head at its old values ("ParallelLMHead: Failed
+to load weights"), so a tied head would serve stale logits.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from safetensors.torch import save_file
 from transformers import GenerationConfig
 
 from toolgym.policy.base import Completion, GenerationRequest, SamplingParams
-from toolgym.policy.hf import HFPolicy, load_tokenizer, stop_ids
+from toolgym.policy.hf import HFPolicy, load_causal_lm, load_tokenizer, stop_ids
 
 DEFAULT_VLLM_PYTHON = ".venv-vllm/bin/python"
 _SERVED_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json",
@@ -65,8 +66,6 @@ def save_served_checkpoint(state_dict: dict[str, torch.Tensor], config: dict[str
 def export_for_vllm(model_dir: str | Path, out: str | Path) -> Path:
     """A served copy of a transformers checkpoint directory: weights untied (see the module docstring), tokenizer,
     chat template and generation config alongside."""
-    from toolgym.policy.hf import load_causal_lm
-
     model_dir, out = Path(model_dir), Path(out)
     model = load_causal_lm(model_dir)
     served = save_served_checkpoint(model.state_dict(), model.config.to_dict(), out)
@@ -99,8 +98,12 @@ class VLLMServerPolicy:
         self.client = client or httpx.Client(timeout=timeout)
         self.pool = ThreadPoolExecutor(max_workers=max_workers)
 
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
-        response = self.client.post(self.base_url + path, json=body)
+    def _post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        """POST `body` (GET without one) to the server; its JSON answer, or a VLLMServerError naming the path."""
+        if body is None:
+            response = self.client.get(self.base_url + path)
+        else:
+            response = self.client.post(self.base_url + path, json=body)
         if response.status_code != 200:
             raise VLLMServerError(f"vLLM server {path} answered {response.status_code}: {response.text[:500]}")
         return response.json()
@@ -135,9 +138,7 @@ class VLLMServerPolicy:
 
     def served_version(self) -> str | None:
         """The weight version the server itself reports (`/weight_info`)."""
-        response = self.client.get(self.base_url + "/weight_info")
-        response.raise_for_status()
-        return response.json().get("weight_version")
+        return self._post("/weight_info").get("weight_version")
 
 
 def _terminate_with_parent() -> None:
@@ -196,10 +197,10 @@ class VLLMServer:
                    *self.extra_args]
         if self.max_model_len is not None:
             command += ["--max-model-len", str(self.max_model_len)]
-        log = (self.workdir / "vllm.log").open("w")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "VLLM_SERVER_DEV_MODE": "1"}, start_new_session=True,
-                                        preexec_fn=_terminate_with_parent)
+        with (self.workdir / "vllm.log").open("w") as log:  # the server keeps its own descriptor
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "VLLM_SERVER_DEV_MODE": "1"}, start_new_session=True,
+                                            preexec_fn=_terminate_with_parent)
         self._wait_healthy()
         return self
 
@@ -242,11 +243,11 @@ class VLLMServer:
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        os.killpg(self.process.pid, 15)
+        os.killpg(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, 9)
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
     def __enter__(self) -> VLLMServer:

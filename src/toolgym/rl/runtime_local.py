@@ -13,6 +13,7 @@ import json
 import shutil
 import threading
 import time
+from contextlib import ExitStack
 from collections import Counter
 from functools import partial
 from collections.abc import Callable, Sequence
@@ -277,31 +278,31 @@ def train_from_config(cfg: RLConfig, resume: bool = False, show_progress: bool =
 
     tasks = list(read_jsonl(cfg.tasks, Task))
     trainer = Trainer(cfg.model, cfg.trainer)
-    if cfg.engine == "vllm-server":
-        from toolgym.policy.vllm_server import VLLMServer
+    with ExitStack() as stack:
+        if cfg.engine == "vllm-server":
+            from toolgym.policy.vllm_server import VLLMServer
 
-        settings = cfg.vllm_server
-        extra = {"python": settings.python} if settings.python else {}
-        with VLLMServer(Path(cfg.model), Path(cfg.out) / "vllm", memory_fraction=settings.memory_fraction,
-                        startup_timeout=settings.startup_timeout, **extra) as server:
-            run = TrainingRun(cfg, tasks, server.policy(), trainer, show_progress)
-            trainer.publish = run.policy.set_weights
-            return run.run(resume=resume)
-    if cfg.engine == "vllm":
-        from toolgym.policy.vllm import VLLMPolicy
+            settings = cfg.vllm_server
+            extra = {"python": settings.python} if settings.python else {}
+            server = stack.enter_context(VLLMServer(
+                Path(cfg.model), Path(cfg.out) / "vllm", memory_fraction=settings.memory_fraction,
+                startup_timeout=settings.startup_timeout, **extra))
+            make_policy: Callable[[], Policy] = server.policy
+        elif cfg.engine == "vllm":
+            from toolgym.policy.vllm import VLLMPolicy
 
-        make_policy: Callable[[], Policy] = partial(VLLMPolicy, cfg.model)
-    else:
-        make_policy = partial(HFPolicy, cfg.model, device=cfg.trainer.device, constrain=cfg.constrain)
-    if cfg.controllers:
-        from toolgym.rl.controllers import ControllerTrainingRun
+            make_policy = partial(VLLMPolicy, cfg.model)
+        else:
+            make_policy = partial(HFPolicy, cfg.model, device=cfg.trainer.device, constrain=cfg.constrain)
+        if cfg.controllers:
+            from toolgym.rl.controllers import ControllerTrainingRun
 
-        run: TrainingRun = ControllerTrainingRun(cfg, tasks, make_policy, trainer, show_progress)
-    elif cfg.runtime == "ray":
-        from toolgym.rl.runtime_ray import RayTrainingRun
+            run: TrainingRun = ControllerTrainingRun(cfg, tasks, make_policy, trainer, show_progress)
+        elif cfg.runtime == "ray":
+            from toolgym.rl.runtime_ray import RayTrainingRun
 
-        run = RayTrainingRun(cfg, tasks, make_policy, trainer, show_progress)
-    else:
-        run = TrainingRun(cfg, tasks, make_policy(), trainer, show_progress)
-    trainer.publish = run.policy.set_weights
-    return run.run(resume=resume)
+            run = RayTrainingRun(cfg, tasks, make_policy, trainer, show_progress)
+        else:
+            run = TrainingRun(cfg, tasks, make_policy(), trainer, show_progress)
+        trainer.publish = run.policy.set_weights
+        return run.run(resume=resume)
