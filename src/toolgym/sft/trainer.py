@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from toolgym.agent.tokens import TokenTracker
 from toolgym.device import Device
 from toolgym.policy.hf import load_causal_lm, load_tokenizer, quiet_transformers
 from toolgym.rl.trainer import token_logprobs
+from toolgym.sft.copy_rows import CopyRowSpec, copy_batch, copy_loss
 from toolgym.sft.data import SFTExample
 
 
@@ -39,6 +40,9 @@ class SFTConfig(BaseModel):
     context_loss_weight: float = 0.0
     """Weight of a language-model loss on the context tokens (system, user, tool results): a model trained from
     scratch learns to read and copy from its context far sooner with it; 0 trains on assistant tokens only."""
+    copy_rows: int = Field(0, ge=0)
+    """Synthetic copy rows (sft.copy_rows) added to every step's loss: they keep a base's induction heads, which a
+    short run at a high lr otherwise overwrites; 0 adds none."""
 
 
 def tokenize_example(tokenizer: Any, ex: SFTExample) -> tuple[list[int], list[int]]:
@@ -111,6 +115,8 @@ def train_sft(model_dir: str | Path, examples: Sequence[SFTExample], out_dir: st
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)) * max(
         0.1, 1 - s / max(1, steps)))
     rng = random.Random(cfg.seed)
+    copy_rng = random.Random(cfg.seed + 1)
+    copy_spec = CopyRowSpec(model.config.vocab_size) if cfg.copy_rows else None
     metrics: list[dict[str, float]] = []
     step = 0
     with Progress(TextColumn("sft"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
@@ -121,6 +127,12 @@ def train_sft(model_dir: str | Path, examples: Sequence[SFTExample], out_dir: st
         for epoch, batch in itertools.islice(schedule, steps):
             tensors = {k: v.to(cfg.device) for k, v in collate(batch, tokenizer.pad_token_id).items()}
             loss, own_loss = sft_loss(model, tensors, cfg.context_loss_weight)
+            copied: dict[str, float] = {}
+            if copy_spec is not None:
+                ids, mask = copy_batch(copy_spec, cfg.copy_rows, copy_rng)
+                extra, accuracy = copy_loss(model, ids.to(cfg.device), mask.to(cfg.device))
+                loss = loss + extra
+                copied = {"copy_loss": extra.item(), "copy_accuracy": accuracy}
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -128,7 +140,7 @@ def train_sft(model_dir: str | Path, examples: Sequence[SFTExample], out_dir: st
             sched.step()
             step += 1
             row = {"step": step, "epoch": epoch, "loss": own_loss.item(), "total_loss": loss.item(),
-                   "lr": sched.get_last_lr()[0], "tokens": sum(len(ids) for ids, _ in batch)}
+                   "lr": sched.get_last_lr()[0], "tokens": sum(len(ids) for ids, _ in batch), **copied}
             metrics.append(row)
             log.write(json.dumps(row) + "\n")
             log.flush()
