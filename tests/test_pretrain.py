@@ -23,9 +23,11 @@ def test_the_recipe_never_trains_on_the_demo_domains():
 
 def test_a_small_recipe_writes_a_loadable_checkpoint_with_its_figures(tmp_path, one_thread):
     recipe = PretrainRecipe(domains=("clinic",), envs_per_domain=2, steps=3, vocab_size=600, hidden_size=32,
-                            layers=1, heads=2, batch_size=2)
+                            layers=1, heads=2, batch_size=2, copy_steps=4, copy_batch=4, copy_rows=2)
     figures = pretrain(recipe, tmp_path / "base", show_progress=False)
     assert figures["steps"] == 3 and figures["tasks"] > 0
+    copy_stage = (tmp_path / "base" / "copy_metrics.jsonl").read_text().splitlines()
+    assert len(copy_stage) == 4 and 0.0 <= figures["copy_accuracy_final"] <= 1.0
     saved = json.loads((tmp_path / "base" / "pretrain.json").read_text())
     assert PretrainRecipe.model_validate_json(saved["recipe"]) == recipe
     assert not (tmp_path / "base" / "init").exists()

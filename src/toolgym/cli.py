@@ -434,7 +434,9 @@ def build_tiny(
 def pretrain_cmd(
     recipe: Annotated[str, typer.Option(help="Named recipe (toolgym.policy.pretrain.RECIPES).")] = "tiny",
     out: Annotated[Path, typer.Option(help="Output model directory (an ordinary HF checkpoint).")] = Path("runs/base"),
-    steps: Annotated[Optional[int], typer.Option(help="Override the recipe's optimizer steps.", min=1)] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Override the recipe's episode steps.", min=1)] = None,
+    copy_steps: Annotated[Optional[int], typer.Option(
+        help="Override the recipe's copy-row steps, run before the episodes (0 skips that stage).", min=0)] = None,
     seed: SeedOpt = 0,
 ) -> None:
     """Train the embedded default base model from scratch with a seeded recipe. toolgym ships the output of
@@ -443,8 +445,10 @@ def pretrain_cmd(
 
     if recipe not in RECIPES:
         raise typer.BadParameter(f"unknown recipe '{recipe}'; recipes: {', '.join(RECIPES)}")
-    chosen = RECIPES[recipe].model_copy(update={"seed": seed, **({"steps": steps} if steps else {})})
-    console.print(f"pretraining recipe '{recipe}' (seed {seed}, {chosen.steps} steps) into {out}")
+    overrides = {"steps": steps, "copy_steps": copy_steps}
+    chosen = RECIPES[recipe].model_copy(update={"seed": seed, **{k: v for k, v in overrides.items() if v is not None}})
+    console.print(f"pretraining recipe '{recipe}' (seed {seed}, {chosen.copy_steps} copy-row steps, then "
+                  f"{chosen.steps} episode steps) into {out}")
     figures = pretrain(chosen, out)
     console.print(f"{figures['steps']} steps on {figures['tasks']} tasks, loss {figures['first_loss']:.2f} -> "
                   f"{figures['final_loss']:.2f}, {figures['wall_seconds'] / 60:.1f} min; model -> {out}")
@@ -466,6 +470,9 @@ def sft_cmd(
     variants: Annotated[int, typer.Option(
         help="Examples per task: the episode as executed plus N-1 copies whose ids, codes and amounts are renamed "
              "consistently, so arguments can only be predicted by copying them from the context.", min=1)] = 1,
+    copy_rows: Annotated[int, typer.Option(
+        help="Synthetic copy rows added to every step (they keep a base's copying from being overwritten).",
+        min=0)] = 0,
     device: Annotated[str, typer.Option(help="Torch device to train on: cpu, cuda, cuda:N or mps.")] = "cpu",
     seed: SeedOpt = 0,
 ) -> None:
@@ -475,7 +482,7 @@ def sft_cmd(
 
     try:
         cfg = SFTConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len, save_every=save_every, seed=seed,
-                        context_loss_weight=context_loss_weight, device=device)
+                        context_loss_weight=context_loss_weight, copy_rows=copy_rows, device=device)
     except ValidationError as exc:
         raise typer.BadParameter("; ".join(problems(exc, "config"))) from None
     with console.status("replaying gold chains into SFT examples"):
