@@ -28,6 +28,7 @@ def test_a_small_recipe_writes_a_loadable_checkpoint_with_its_figures(tmp_path, 
     assert figures["steps"] == 3 and figures["tasks"] > 0
     copy_stage = (tmp_path / "base" / "copy_metrics.jsonl").read_text().splitlines()
     assert len(copy_stage) == 4 and 0.0 <= figures["copy_accuracy_final"] <= 1.0
+    assert 0.0 <= figures["copy_accuracy_before_episodes"] <= 1.0
     saved = json.loads((tmp_path / "base" / "pretrain.json").read_text())
     assert PretrainRecipe.model_validate_json(saved["recipe"]) == recipe
     assert not (tmp_path / "base" / "init").exists()

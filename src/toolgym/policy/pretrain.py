@@ -97,19 +97,22 @@ def pretrain(recipe: PretrainRecipe, out: Path, show_progress: bool = True) -> d
     figures: dict[str, float | int | str] = {
         "recipe": recipe.model_dump_json(), "tasks": len(tasks), "examples": len(examples), "steps": len(metrics),
         "first_loss": metrics[0]["loss"], "final_loss": sum(m["loss"] for m in last) / len(last),
-        "copy_accuracy_before_episodes": copied,
-        "copy_accuracy_final": sum(m.get("copy_accuracy", 0.0) for m in last) / len(last),
         "tokens": sum(m["tokens"] for m in metrics), "wall_seconds": time.perf_counter() - start}
+    if copied is not None:
+        figures["copy_accuracy_before_episodes"] = copied
+    if recipe.copy_rows:
+        figures["copy_accuracy_final"] = sum(m["copy_accuracy"] for m in last) / len(last)
     (out / "pretrain.json").write_text(json.dumps(figures, indent=2))
     (out / "sft_metrics.jsonl").replace(out / "pretrain_metrics.jsonl")
     shutil.rmtree(out / "init")
     return figures
 
 
-def _copy_stage(recipe: PretrainRecipe, model_dir: Path, show_progress: bool) -> float:
-    """Train the checkpoint in `model_dir` in place on copy rows alone; the copy accuracy of its last 20 steps."""
+def _copy_stage(recipe: PretrainRecipe, model_dir: Path, show_progress: bool) -> float | None:
+    """Train the checkpoint in `model_dir` in place on copy rows alone; the copy accuracy of its last 20 steps (None
+    when the recipe has no copy stage)."""
     if recipe.copy_steps == 0:
-        return 0.0
+        return None
     torch.manual_seed(recipe.seed)
     model = load_causal_lm(model_dir)
     metrics = train_copy_rows(model, CopyRowSpec(model.config.vocab_size), recipe.copy_steps, recipe.copy_batch,
