@@ -87,7 +87,7 @@ def pretrain(recipe: PretrainRecipe, out: Path, show_progress: bool = True) -> d
     vocabulary = recipe_tasks(recipe, tuple(builtin_names()), envs=4)
     build_tiny_model(corpus_from_tasks(tasks + vocabulary), out / "init", recipe.vocab_size, recipe.hidden_size,
                      recipe.layers, recipe.heads, recipe.max_positions, seed=recipe.seed)
-    copied = _copy_stage(recipe, out / "init", show_progress)
+    copied = _copy_stage(recipe, out / "init", out / "copy_metrics.jsonl", show_progress)
     examples = list(sft_examples(tasks, recipe.seed, variants=recipe.variants, plan_p=0.0))
     metrics = train_sft(out / "init", examples, out, SFTConfig(
         max_steps=recipe.steps, lr=recipe.lr, batch_size=recipe.batch_size, warmup_steps=30,
@@ -108,9 +108,9 @@ def pretrain(recipe: PretrainRecipe, out: Path, show_progress: bool = True) -> d
     return figures
 
 
-def _copy_stage(recipe: PretrainRecipe, model_dir: Path, show_progress: bool) -> float | None:
-    """Train the checkpoint in `model_dir` in place on copy rows alone; the copy accuracy of its last 20 steps (None
-    when the recipe has no copy stage)."""
+def _copy_stage(recipe: PretrainRecipe, model_dir: Path, metrics_path: Path, show_progress: bool) -> float | None:
+    """Train the checkpoint in `model_dir` in place on copy rows alone, its per-step metrics to `metrics_path`; the
+    copy accuracy of its last 20 steps (None when the recipe has no copy stage)."""
     if recipe.copy_steps == 0:
         return None
     torch.manual_seed(recipe.seed)
@@ -119,6 +119,6 @@ def _copy_stage(recipe: PretrainRecipe, model_dir: Path, show_progress: bool) ->
                               recipe.copy_lr, recipe.seed, show_progress=show_progress)
     with quiet_transformers():
         model.save_pretrained(model_dir)
-    (model_dir.parent / "copy_metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    metrics_path.write_text("".join(json.dumps(m) + "\n" for m in metrics))
     last = metrics[-20:]
     return sum(m["copy_accuracy"] for m in last) / len(last)

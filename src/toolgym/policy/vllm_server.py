@@ -98,7 +98,7 @@ class VLLMServerPolicy:
         self.client = client or httpx.Client(timeout=timeout)
         self.pool = ThreadPoolExecutor(max_workers=max_workers)
 
-    def _post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+    def _request(self, path: str, body: dict[str, Any] | None = None) -> Any:
         """POST `body` (GET without one) to the server; its JSON answer, or a VLLMServerError naming the path."""
         if body is None:
             response = self.client.get(self.base_url + path)
@@ -115,7 +115,7 @@ class VLLMServerPolicy:
             "return_tokens_as_token_ids": True, "skip_special_tokens": False, "stop_token_ids": sorted(self.stop_ids)}
         if seed is not None:
             body["seed"] = seed
-        choice = self._post("/v1/completions", body)["choices"][0]
+        choice = self._request("/v1/completions", body)["choices"][0]
         sampled = choice["logprobs"] or {"tokens": [], "token_logprobs": []}
         ids = [int(token.removeprefix("token_id:")) for token in sampled["tokens"]]
         return self._completion(ids, [float(lp) for lp in sampled["token_logprobs"]])
@@ -130,15 +130,15 @@ class VLLMServerPolicy:
         """Publish: write the weights under `publish_dir/v{version}`, have the server reload them in place and
         label them `version`; the previous published copy is removed once the server holds the new one."""
         path = save_served_checkpoint(state_dict, self.config, self.publish_dir / f"v{version}")
-        self._post("/collective_rpc", {"method": "reload_weights", "kwargs": {"weights_path": str(path.resolve())}})
-        self._post("/update_weight_version", {"new_version": str(version)})
+        self._request("/collective_rpc", {"method": "reload_weights", "kwargs": {"weights_path": str(path.resolve())}})
+        self._request("/update_weight_version", {"new_version": str(version)})
         previous, self.version = self.version, version
         if previous != version:
             shutil.rmtree(self.publish_dir / f"v{previous}", ignore_errors=True)
 
     def served_version(self) -> str | None:
         """The weight version the server itself reports (`/weight_info`)."""
-        return self._post("/weight_info").get("weight_version")
+        return self._request("/weight_info").get("weight_version")
 
 
 def _terminate_with_parent() -> None:
