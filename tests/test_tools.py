@@ -12,7 +12,7 @@ def _env() -> Environment:
 
 
 def _row(env: Environment, table: str, status: str) -> dict:
-    return dict(env.conn.execute(f'SELECT * FROM "{table}" WHERE status = ? LIMIT 1', (status,)).fetchone())
+    return dict(env.reader.execute(f'SELECT * FROM "{table}" WHERE status = ? LIMIT 1', (status,)).fetchone())
 
 
 def test_transition_only_from_allowed_states():
@@ -121,3 +121,20 @@ def test_later_effects_see_rows_updated_earlier_in_the_same_action():
     env = Environment(domain, list(domain.tools))
     result = env.call("open_and_fund", {"email": "x@example.com", "amount": 5})
     assert result.ok and result.content == {"balance": 10}
+
+
+def test_environments_share_the_seeded_database_until_they_write():
+    env, other = _env(), _env()
+    assert env.reader is other.reader
+    placed = _row(other, "order", "placed")
+    assert env.call("cancel_order", {"order_id": placed["id"]}).ok
+    assert env.reader is not other.reader
+    assert other.call("get_order", {"order_id": placed["id"]}).content["status"] == "placed"
+    other.close()
+    assert _env().call("get_order", {"order_id": placed["id"]}).content["status"] == "placed"
+    fork = env.fork()
+    assert fork.call("get_order", {"order_id": placed["id"]}).content["status"] == "cancelled"
+    env.reset()
+    assert env.reader is _env().reader
+    assert env.call("get_order", {"order_id": placed["id"]}).content["status"] == "placed"
+    assert fork.call("get_order", {"order_id": placed["id"]}).content["status"] == "cancelled"

@@ -41,8 +41,10 @@ def table_ddl(entity: EntitySpec) -> str:
     return f'CREATE TABLE "{entity.name}" ({", ".join(cols)})'
 
 
-def connect() -> sqlite3.Connection:
-    conn = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+def connect(uri: str = "file::memory:") -> sqlite3.Connection:
+    """A connection in toolgym's settings (autocommit, rows by name, foreign keys enforced) to the database at
+    `uri`: by default a private in-memory one; URIs are enabled, so it can ATTACH a shared-cache database by URI."""
+    conn = sqlite3.connect(uri, check_same_thread=False, isolation_level=None, uri=True)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA foreign_keys = ON")
     return conn

@@ -1,14 +1,16 @@
 """Environment: a subset of a domain's tools over its own SQLite database, with calls, forks, snapshots and a
 Gymnasium-style reset/step.
 
-Every environment starts from the domain's seeded database for its `data_seed` (built once per process and
-copied with SQLite's backup API, so a fork costs well under a millisecond). Tool failures of any kind come
-back as an error result for the agent; nothing raises out of `call` or `step`.
+Every environment starts from the domain's seeded database for its `data_seed`, built once per process and shared:
+an environment copies a table only when a tool first writes it (envs.overlay), so reading costs no memory and a
+fork copies only what was written. Tool failures of any kind come back as an error result for the agent; nothing
+raises out of `call` or `step`.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import sqlite3
 from typing import Any
@@ -19,20 +21,26 @@ from toolgym.domains.database import connect, create_schema, decode_row, populat
 from toolgym.domains.execute import ToolError, execute
 from toolgym.domains.model import Domain, Tool
 from toolgym.domains.registry import load_domain
+from toolgym.envs.overlay import OverlayDatabase, SharedDatabase
 from toolgym.envs.state import RowChange, Snapshot, diff, snapshot, state_hash
 
-_BASE: dict[tuple[int, int], sqlite3.Connection] = {}
+_BASE: dict[tuple[int, int, int], SharedDatabase] = {}
+
+
+def shared_database(domain: Domain, data_seed: int) -> SharedDatabase:
+    """The domain's seeded database for `data_seed`, generated once per process and shared by its environments."""
+    key = (os.getpid(), id(domain), data_seed)
+    if key not in _BASE:
+        shared = SharedDatabase()
+        create_schema(shared.conn, domain)
+        populate(shared.conn, domain, data_seed)
+        _BASE[key] = shared
+    return _BASE[key]
 
 
 def base_database(domain: Domain, data_seed: int) -> sqlite3.Connection:
-    """The domain's seeded database for `data_seed`, generated once per process (read-only by convention)."""
-    key = (id(domain), data_seed)
-    if key not in _BASE:
-        conn = connect()
-        create_schema(conn, domain)
-        populate(conn, domain, data_seed)
-        _BASE[key] = conn
-    return _BASE[key]
+    """A connection to the shared seeded database, to read only (environments guard it; callers must too)."""
+    return shared_database(domain, data_seed).conn
 
 
 _BASE_STATE: dict[tuple[int, int], tuple[Snapshot, str]] = {}
@@ -98,7 +106,8 @@ class Environment:
     """A tool-use environment: a tool subset of a domain and a database instance consistent with it."""
 
     def __init__(self, domain: Domain, tools: list[str], data_seed: int = 0, env_id: str = "env",
-                 chains: list[list[ToolCall]] | None = None, conn: sqlite3.Connection | None = None):
+                 chains: list[list[ToolCall]] | None = None, conn: sqlite3.Connection | None = None,
+                 overlay: OverlayDatabase | None = None):
         unknown = [t for t in tools if t not in domain.tools]
         if unknown:
             raise ValueError(f"domain {domain.name} has no tools {unknown}")
@@ -108,10 +117,28 @@ class Environment:
         self.data_seed = data_seed
         self.id = env_id
         self.chains = chains or []
-        self.conn = conn if conn is not None else copy_database(base_database(domain, data_seed))
+        self._full = conn
+        self._overlay = overlay or OverlayDatabase(shared_database(domain, data_seed))
         self.tables = list(domain.entity_order())
         self.now = domain.spec.clock
         self.touched: set[str] = set()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """A connection to this environment's whole database that the caller may write through: the first use
+        merges the shared rows and the overlay into one private copy, which the environment uses from then on."""
+        if self._full is None:
+            self._full = self._overlay.materialize()
+            self._overlay.close()
+        return self._full
+
+    @property
+    def reader(self) -> sqlite3.Connection:
+        """A connection to read the current state through, never to write through (it may be the shared one)."""
+        return self._full if self._full is not None else self._overlay.reader
+
+    def _writer(self, tool: Tool) -> sqlite3.Connection:
+        return self._full if self._full is not None else self._overlay.writer(tool.write_tables)
 
     @classmethod
     def from_record(cls, record: EnvironmentRecord, domain: Domain | None = None) -> Environment:
@@ -136,8 +163,9 @@ class Environment:
             return ToolResult(ok=False, error=f"unknown tool '{name}'. Available tools: {', '.join(self.tool_names)}")
         self.touched |= tool.write_tables
         try:
-            return ToolResult(ok=True, content=execute(self.conn, self.domain, tool,
-                                                       {} if arguments is None else arguments, self.now))
+            conn = self._writer(tool) if tool.writes else self.reader
+            return ToolResult(ok=True, content=execute(conn, self.domain, tool, {} if arguments is None else arguments,
+                                                       self.now))
         except ToolError as exc:
             return ToolResult(ok=False, error=str(exc))
         except (sqlite3.Error, ValueError, TypeError, OverflowError) as exc:
@@ -153,24 +181,25 @@ class Environment:
     def random_row(self, entity: str, rng: random.Random, row_id: int | None = None) -> dict[str, Any] | None:
         """A uniformly random row of `entity` (or the row with `row_id`, None if it is gone)."""
         if row_id is not None:
-            row = self.conn.execute(f'SELECT * FROM "{entity}" WHERE "id" = ?', (row_id,)).fetchone()
+            row = self.reader.execute(f'SELECT * FROM "{entity}" WHERE "id" = ?', (row_id,)).fetchone()
             return decode_row(self.domain.entities[entity], row)
-        count = self.conn.execute(f'SELECT COUNT(*) FROM "{entity}"').fetchone()[0]
+        count = self.reader.execute(f'SELECT COUNT(*) FROM "{entity}"').fetchone()[0]
         if count == 0:
             raise ToolError(f"no {entity} rows")
-        row = self.conn.execute(f'SELECT * FROM "{entity}" ORDER BY "id" LIMIT 1 OFFSET ?',
-                                (rng.randrange(count),)).fetchone()
+        row = self.reader.execute(f'SELECT * FROM "{entity}" ORDER BY "id" LIMIT 1 OFFSET ?',
+                                  (rng.randrange(count),)).fetchone()
         return decode_row(self.domain.entities[entity], row)
 
     def fork(self) -> Environment:
         """An independent copy with the current database state."""
         fork = Environment(self.domain, self.tool_names, self.data_seed, self.id, self.chains,
-                           conn=copy_database(self.conn))
+                           conn=None if self._full is None else copy_database(self._full),
+                           overlay=self._overlay.fork() if self._full is None else None)
         fork.touched = set(self.touched)
         return fork
 
     def snapshot(self) -> Snapshot:
-        return snapshot(self.conn, self.tables)
+        return snapshot(self.reader, self.tables)
 
     def state_hash(self) -> str:
         return state_hash(self.snapshot())
@@ -180,8 +209,8 @@ class Environment:
 
     def reset(self, seed: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
         """Restore the initial database; returns (observation, info) like Gymnasium."""
-        self.conn.close()
-        self.conn = copy_database(base_database(self.domain, self.data_seed))
+        self.close()
+        self._full, self._overlay = None, OverlayDatabase(shared_database(self.domain, self.data_seed))
         self.touched = set()
         return {"tools": self.openai_tools()}, {"env_id": self.id, "seed": seed}
 
@@ -196,4 +225,7 @@ class Environment:
         return result.text(), 0.0, False, False, {"ok": result.ok}
 
     def close(self) -> None:
-        self.conn.close()
+        """Close this environment's own database (the shared seeded one stays open for other environments)."""
+        if self._full is not None:
+            self._full.close()
+        self._overlay.close()

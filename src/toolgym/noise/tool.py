@@ -93,6 +93,10 @@ class NoisyEnvironment:
         return self.env.conn
 
     @property
+    def reader(self) -> sqlite3.Connection:
+        return self.env.reader
+
+    @property
     def tables(self) -> list[str]:
         return self.env.tables
 

@@ -270,6 +270,6 @@ def _cached_corpus(domain: str, spec: str | None, data_seed: int, initial_hash: 
                                     initial_hash=initial_hash)
     env = Environment.from_record(tool_record)
     try:
-        return Corpus(env.domain, env.conn, CorpusConfig.model_validate_json(config_json))
+        return Corpus(env.domain, env.reader, CorpusConfig.model_validate_json(config_json))
     finally:
         env.close()

@@ -76,7 +76,7 @@ def synthesize_search_tasks(env: Environment, n: int, seed: int, config: SearchS
     """Up to `n` validated multi-hop question tasks over `env`'s corpus, and the filters' counts."""
     config = config or SearchSynthesisConfig()
     corpus = corpus_for(search_record(env, config.corpus))
-    generator = QuestionGenerator(env.domain, env.conn, corpus)
+    generator = QuestionGenerator(env.domain, env.reader, corpus)
     rng = random.Random(seed)
     stats, tasks = SynthesisStats(), []
     for attempt in range(n * config.attempts_per_question):
@@ -89,7 +89,7 @@ def synthesize_search_tasks(env: Environment, n: int, seed: int, config: SearchS
             "search_shortcut": lambda: not search_shortcut(corpus, question),
             "one_hop_shortcut": lambda: one_hop_answer(corpus, question) != question.answer,
             "solver": lambda: solve(corpus, question) == question.answer,
-            "judge": lambda: not judge(env.domain, env.conn, corpus, question),
+            "judge": lambda: not judge(env.domain, env.reader, corpus, question),
         }
         for name in FILTERS:
             stats.reached[name] += 1

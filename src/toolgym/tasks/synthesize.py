@@ -77,7 +77,7 @@ def _profile(domain: Domain, env: Environment, steps: list[ExecutedStep]) -> Use
             if origin.kind != "row" or not domain.entities[origin.entity].persona:
                 continue
             entity = domain.entities[origin.entity]
-            row = env.conn.execute(f'SELECT * FROM "{entity.name}" WHERE "id" = ?', (origin.row_id,)).fetchone()
+            row = env.reader.execute(f'SELECT * FROM "{entity.name}" WHERE "id" = ?', (origin.row_id,)).fetchone()
             profile.persona = entity.name
             profile.name = str(row[entity.label]) if entity.label else None
             profile.known[origin.field] = step.args[name]

@@ -66,7 +66,7 @@ def verify(task: Task, env: Environment, answer: str = "", initial: Snapshot | N
         touched = set(env.touched) | {c.table for c in task.expected_changes}
         tables = [t for t in env.tables if t in touched]
         initial = base_state(env.domain, env.data_seed)[0].only(tables)
-    actual = diff(initial, snapshot(env.conn, tables))
+    actual = diff(initial, snapshot(env.reader, tables))
     state = compare_changes(task.expected_changes, actual)
     missing = [a for a in task.required_answers if not fact_in_answer(a, answer)]
     return Verdict(passed=state.ok and not missing, state_ok=state.ok, answers_ok=not missing,
