@@ -192,9 +192,11 @@ class Environment:
 
     def fork(self) -> Environment:
         """An independent copy with the current database state."""
-        fork = Environment(self.domain, self.tool_names, self.data_seed, self.id, self.chains,
-                           conn=None if self._full is None else copy_database(self._full),
-                           overlay=self._overlay.fork() if self._full is None else None)
+        args = (self.domain, self.tool_names, self.data_seed, self.id, self.chains)
+        if self._full is None:
+            fork = Environment(*args, overlay=self._overlay.fork())
+        else:
+            fork = Environment(*args, conn=copy_database(self._full))
         fork.touched = set(self.touched)
         return fork
 
