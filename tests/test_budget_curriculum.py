@@ -46,17 +46,28 @@ def test_pass_rate_is_smoothed_and_threshold_is_half():
     assert tracker.value("a") == pytest.approx(5 / 8 * 3 / 8)
 
 
-def test_solved_and_hopeless_tasks_are_worth_nothing_after_min_trials():
+def test_solved_and_hopeless_tasks_keep_only_the_exploration_value_after_min_trials():
     tracker = PassRateTracker(min_trials=4)
     tracker.update("solved", [1.0] * 3)
     tracker.update("hopeless", [0.0] * 3)
     assert tracker.value("solved") == pytest.approx(0.8 * 0.2)  # (3 + 1) / (3 + 2) = 0.8: too few trials to judge
-    assert tracker.value("hopeless") > 0
+    assert tracker.value("hopeless") > tracker.explore
     tracker.update("solved", [1.0])
     tracker.update("hopeless", [0.0])
-    assert tracker.value("solved") == 0.0 and tracker.value("hopeless") == 0.0
+    assert tracker.value("solved") == tracker.value("hopeless") == tracker.explore > 0
     tracker.update("solved", [0.0])
-    assert tracker.value("solved") > 0
+    assert tracker.value("solved") > tracker.explore
+    assert PassRateTracker(explore=0.0).value("unseen") > 0
+    with pytest.raises(ValueError):
+        PassRateTracker(explore=0.25)
+
+
+def test_exploration_value_ranks_below_any_task_still_being_learnt():
+    tracker = PassRateTracker()
+    tracker.update("judged", [1.0] * tracker.window)
+    tracker.update("one_miss", [1.0] * (tracker.window - 1) + [0.0])  # the most lopsided mixed window
+    tracker.update("one_hit", [0.0] * (tracker.window - 1) + [1.0])
+    assert tracker.value("judged") < min(tracker.value("one_miss"), tracker.value("one_hit"))
 
 
 def test_pass_rate_follows_the_policy_over_the_last_window_of_rollouts():
@@ -64,7 +75,7 @@ def test_pass_rate_follows_the_policy_over_the_last_window_of_rollouts():
     tracker.update("a", [0.0] * 12 + [1.0] * 4)  # learning: early failures, then passes
     assert tracker.value("a") > 0
     tracker.update("a", [1.0] * 12)  # the last 16 rollouts all passed: solved now, whatever came before
-    assert tracker.trials("a") == 16 and tracker.value("a") == 0.0
+    assert tracker.trials("a") == 16 and tracker.value("a") == tracker.explore
     assert tracker.pass_rate("a") == pytest.approx((16 + 1) / (16 + 2))
 
 
@@ -86,8 +97,8 @@ def test_tracker_state_round_trips_through_json():
         assert restored.value(task_id) == tracker.value(task_id)
 
 
-def _mixed_tracker() -> PassRateTracker:
-    tracker = PassRateTracker()
+def _mixed_tracker(explore: float = 0.025) -> PassRateTracker:
+    tracker = PassRateTracker(explore=explore)
     tracker.update("mid", [1.0, 0.0] * 4)  # p = (4 + 1) / (8 + 2) = 0.5, value 0.25
     tracker.update("easy", [1.0] * 9 + [0.0])  # p = (9 + 1) / (10 + 2) = 0.83, value 0.139
     tracker.update("solved", [1.0] * 8)
@@ -98,8 +109,21 @@ def test_allocate_favours_tasks_near_half_and_spends_the_whole_budget():
     groups = allocate(["easy", "mid", "solved"], _mixed_tracker(), total_groups=10)
     assert set(groups) == {"easy", "mid", "solved"}
     assert sum(groups.values()) == 10
-    assert groups["mid"] > groups["easy"] > 0
-    assert groups["solved"] == 0
+    assert groups["mid"] > groups["easy"] > groups["solved"]
+
+
+def test_a_judged_task_is_probed_again_once_the_learnable_ones_have_their_share():
+    """The policy keeps changing, so a task it failed (or solved) every time must still get a group now and then:
+    without one its window never changes and its value stays at the floor for the rest of the run."""
+    tracker = PassRateTracker()
+    tracker.update("learning", [1.0, 0.0] * 4)  # value 0.25
+    tracker.update("failed", [0.0] * 8)
+    groups = allocate(["learning", "failed"], tracker, total_groups=16)
+    assert groups["learning"] > groups["failed"] >= 1
+    assert allocate(["learning", "failed"], tracker, total_groups=4)["failed"] == 0  # not before its turn
+    frozen = PassRateTracker(explore=0.0)
+    frozen.load_state_dict(tracker.state_dict())
+    assert allocate(["learning", "failed"], frozen, total_groups=16)["failed"] == 0
 
 
 def test_allocate_is_deterministic_and_breaks_ties_by_order():
@@ -111,7 +135,7 @@ def test_allocate_is_deterministic_and_breaks_ties_by_order():
 
 
 def test_allocate_round_robins_when_every_task_is_worthless():
-    tracker = PassRateTracker()
+    tracker = PassRateTracker(explore=0.0)
     tracker.update("solved", [1.0] * 4)
     tracker.update("hopeless", [0.0] * 4)
     tracker.update("also_solved", [1.0] * 6)
@@ -120,7 +144,7 @@ def test_allocate_round_robins_when_every_task_is_worthless():
 
 
 def test_allocate_respects_max_per_task_and_rejects_bad_input():
-    groups = allocate(["easy", "mid", "solved"], _mixed_tracker(), total_groups=10, max_per_task=3)
+    groups = allocate(["easy", "mid", "solved"], _mixed_tracker(explore=0.0), total_groups=10, max_per_task=3)
     assert groups == {"easy": 3, "mid": 3, "solved": 0}  # both valuable tasks capped; zero-value task still skipped
     assert allocate([], PassRateTracker(), 5) == {}
     with pytest.raises(ValueError):

@@ -3,11 +3,14 @@ rollout groups of a step where that value is highest, so compute goes to tasks t
 
 Decisions: the pass rate counts only a task's last `window` rollouts, so it follows the policy as it changes (over
 the whole run, a task the policy now always solves kept the mid-way rate of its early failures, and so kept most of
-the budget); it is Beta-smoothed toward `prior` so a task seen once is not declared solved; a task is zero-valued
-only after `min_trials` recent trials that all passed (solved) or all failed (hopeless), since such groups
-have zero group-normalised advantage and teach nothing. Each extra group given to a task is worth less
-(value / (1 + groups already given)), which spreads the budget instead of pouring it all into the single best task.
-If every task is zero-valued, all are treated as equally valuable (round-robin) so training never stalls.
+the budget); it is Beta-smoothed toward `prior` so a task seen once is not declared solved. A task whose last
+`min_trials` or more recent trials all passed (solved) or all failed (hopeless) is worth only `explore`: such groups
+have zero group-normalised advantage and teach nothing, yet the policy keeps changing (a failed task may have become
+learnable, a solved one forgotten), and a task never sampled again could show neither. `explore` sits below the
+value of any task with a mixed window (at the defaults), so such a task is re-probed once the learnable ones have
+had their share. Each extra group given to a task is worth less (value / (1 + groups already given)), which spreads
+the budget instead of pouring it all into the single best task. If every task is zero-valued (possible only with
+`explore` 0), all are treated as equally valuable (round-robin) so training never stalls.
 """
 
 from __future__ import annotations
@@ -22,10 +25,15 @@ PASS_THRESHOLD = 0.5
 class PassRateTracker:
     """Each task's recent passes (its last `window` rollouts), turned into a smoothed pass rate and a training value."""
 
-    def __init__(self, prior: float = 0.5, prior_weight: float = 2.0, min_trials: int = 4, window: int = 32):
+    def __init__(self, prior: float = 0.5, prior_weight: float = 2.0, min_trials: int = 4, window: int = 32,
+                 explore: float = 0.025):
         if not 0.0 <= prior <= 1.0 or prior_weight <= 0 or min_trials < 1 or window < min_trials:
             raise ValueError(f"need 0 <= prior <= 1, prior_weight > 0, 1 <= min_trials <= window; got "
                              f"{prior}, {prior_weight}, {min_trials}, {window}")
+        if not 0.0 <= explore < 0.25:
+            raise ValueError(f"explore must be in [0, 0.25) (below the value of a task passed half the time), got "
+                             f"{explore}")
+        self.explore = explore
         self.prior = prior
         self.prior_weight = prior_weight
         self.min_trials = min_trials
@@ -49,10 +57,11 @@ class PassRateTracker:
         return (self._passes(task_id) + self.prior * self.prior_weight) / (self.trials(task_id) + self.prior_weight)
 
     def value(self, task_id: str) -> float:
-        """p(1-p), the variance of a pass, or 0 once `min_trials` recent trials were all passes or all failures."""
+        """p(1-p), the variance of a pass, or `explore` once `min_trials` recent trials were all passes or all
+        failures."""
         trials = self.trials(task_id)
         if trials >= self.min_trials and self._passes(task_id) in (0, trials):
-            return 0.0
+            return self.explore
         p = self.pass_rate(task_id)
         return p * (1.0 - p)
 
@@ -74,8 +83,8 @@ class PassRateTracker:
 def allocate(task_ids: Sequence[str], tracker: PassRateTracker, total_groups: int,
              max_per_task: int | None = None) -> dict[str, int]:
     """Groups per task (every id present, maybe 0) by greedy max-heap on value / (1 + groups given), ties broken by
-    task order; zero-value tasks get nothing unless all are zero-valued. The total is `total_groups` unless
-    `max_per_task` caps every candidate first."""
+    task order; zero-value tasks (possible with `explore` 0) get nothing unless all are zero-valued. The total is
+    `total_groups` unless `max_per_task` caps every candidate first."""
     if len(set(task_ids)) != len(task_ids):
         raise ValueError("task_ids must be unique")
     if total_groups < 0 or (max_per_task is not None and max_per_task < 1):
