@@ -82,10 +82,12 @@ def pass_rate(policy: Policy, tasks: list[Task], trials: int, rollout: RolloutCo
     return sum(t.passed for t in trajectories) / len(trajectories)
 
 
-def rl_config(warm: Path, out: Path, steps: int, mode: str = "async", max_wait_seconds: float = 60.0) -> RLConfig:
-    """The GSPO run that trains the switchboard from `warm`: 16 groups x 8 rollouts a step, staleness at most 1,
-    lr 2e-3, clip 0.2, no curriculum (every task from the start)."""
+def rl_config(warm: Path, out: Path, steps: int, mode: str = "async", max_wait_seconds: float = 60.0,
+              max_staleness: int = 1, inflight_groups: int = 12) -> RLConfig:
+    """The GSPO run that trains the switchboard from `warm`: 16 groups x 8 rollouts a step, staleness at most
+    `max_staleness`, `inflight_groups` groups rolling out at once, lr 2e-3, clip 0.2, no curriculum (every task from
+    the start)."""
     return RLConfig(model=str(warm), tasks="in-memory", out=str(out), mode=mode, steps=steps, groups_per_step=16,
-                    max_staleness=1, checkpoint_every=0, curriculum=False, max_wait_seconds=max_wait_seconds,
-                    manager=ManagerConfig(group_size=8, inflight_groups=12, seed=0),
+                    max_staleness=max_staleness, checkpoint_every=0, curriculum=False, max_wait_seconds=max_wait_seconds,
+                    manager=ManagerConfig(group_size=8, inflight_groups=inflight_groups, seed=0),
                     trainer=TrainerConfig(algorithm="gspo", lr=2e-3, eps_low=0.2, eps_high=0.2), rollout=ROLLOUT)
