@@ -83,7 +83,6 @@ def _run_mode(mode: str, tasks: list[Task], out: Path) -> RunSummary:
                    rollout=RolloutConfig(max_turns=MAX_TURNS, max_batch=256))
     trainer = SimulatedTrainer(TRAIN_S)
     run = TrainingRun(cfg, tasks, LongTailPolicy(tasks, DECODE_S), trainer, show_progress=False)
-    trainer.publish = run.policy.set_weights
     return run.run()
 
 

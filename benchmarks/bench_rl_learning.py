@@ -35,7 +35,6 @@ def _train(mode: str, tasks: list, warm: Path, out: Path) -> tuple[float, float,
     trainer = Trainer(cfg.model, cfg.trainer)
     policy = HFPolicy(warm, constrain="none")
     run = TrainingRun(cfg, tasks, policy, trainer, show_progress=False)
-    trainer.publish = run.policy.set_weights
     cpu, wall = time.process_time(), time.perf_counter()
     summary = run.run()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall

@@ -38,7 +38,6 @@ def _run(out: Path, tasks: list[Task], runtime: str = "local", steps: int = STEP
                    manager=ManagerConfig(group_size=4, inflight_groups=6), rollout=RolloutConfig(max_turns=12))
     trainer = SimulatedTrainer()
     run = ControllerTrainingRun(cfg, tasks, partial(CoinGoldPolicy, tasks), trainer, show_progress=False)
-    trainer.publish = run.policy.set_weights
     return run
 
 

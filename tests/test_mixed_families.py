@@ -74,7 +74,6 @@ def test_one_run_trains_tool_code_and_search_groups(tmp_path, mixed_tasks):
                    rollout=RolloutConfig(max_turns=12))
     trainer = RecordingTrainer()
     run = TrainingRun(cfg, mixed_tasks, GoldOrGiveUp(mixed_tasks), trainer, show_progress=False)
-    trainer.publish = run.policy.set_weights
     assert run.run().steps == 6
     families = {t.domain: t.env.family for t in mixed_tasks}
     trained = Counter(families[g.domain] for g in trainer.groups)

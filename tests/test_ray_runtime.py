@@ -50,7 +50,6 @@ def _run(out: Path, tasks: list[Task]) -> RayTrainingRun:
                    manager=ManagerConfig(group_size=4, inflight_groups=4), rollout=RolloutConfig(max_turns=12))
     trainer = SimulatedTrainer()
     run = RayTrainingRun(cfg, tasks, lambda: CoinGoldPolicy(tasks), trainer, show_progress=False)
-    trainer.publish = run.policy.set_weights
     return run
 
 

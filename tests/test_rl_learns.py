@@ -70,7 +70,6 @@ def test_async_gspo_learns_the_asked_for_button_from_chance(switchboard, tmp_pat
     policy = HFPolicy(warm, constrain="none")
     before = pass_rate(policy, tasks, 32, ROLLOUT)
     run = TrainingRun(cfg, tasks, policy, trainer, show_progress=False)
-    trainer.publish = run.policy.set_weights
     summary = run.run()
     assert summary.steps == cfg.steps, summary.stopped_reason
     assert policy.version == trainer.version == summary.steps, "rollouts never received the trainer's weights"

@@ -30,7 +30,6 @@ def _run(tmp: Path, tasks, mode="async", steps=6, staleness=1, **kw) -> Training
                    manager=ManagerConfig(group_size=4, inflight_groups=6), rollout=RolloutConfig(max_turns=12), **kw)
     trainer = SimulatedTrainer()
     run = TrainingRun(cfg, tasks, CoinGoldPolicy(tasks), trainer, show_progress=False)
-    trainer.publish = run.policy.set_weights
     return run
 
 
@@ -67,7 +66,6 @@ def test_rollouts_that_outrun_the_trainer_stop_at_what_it_can_use(tmp_path, rl_t
                    checkpoint_every=0, curriculum=False, manager=ManagerConfig(group_size=4, inflight_groups=6),
                    rollout=RolloutConfig(max_turns=12))
     run = TrainingRun(cfg, rl_tasks, CoinGoldPolicy(rl_tasks), trainer, show_progress=False)
-    trainer.publish = run.policy.set_weights
     assert run.run().steps == 6
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert max(row["queue_depth"] for row in rows) <= 3 * 2 + 6

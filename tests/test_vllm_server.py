@@ -87,7 +87,6 @@ def test_async_gspo_on_vllm_rollouts_learns_and_every_version_reaches_the_server
     policy = server.policy()
     before = pass_rate(policy, tasks, 32, ROLLOUT)
     run = TrainingRun(cfg, tasks, policy, trainer, show_progress=False)
-    trainer.publish = run.policy.set_weights
     summary = run.run()
     assert summary.steps == cfg.steps, summary.stopped_reason
     assert policy.version == trainer.version == summary.steps

@@ -183,7 +183,6 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
     trainer = Trainer(rl_cfg.model, rl_cfg.trainer)
     run = TrainingRun(rl_cfg, sets["train"], HFPolicy(rl_cfg.model, device=cfg.device, constrain=cfg.constrain),
                       trainer)
-    trainer.publish = run.policy.set_weights
     summary = run.run()
     with quiet_transformers():
         trainer.model.save_pretrained(out / "rl" / "model")

@@ -40,6 +40,8 @@ class CheckpointError(ValueError):
 
 class TrainerLike(Protocol):
     version: int
+    publish: Callable[[dict[str, Any], int], None] | None
+    """Called with (weights, version) after every step; a run wires an unset hook to its rollout policy."""
 
     def step(self, groups: Sequence[SampleGroup]) -> dict[str, float]: ...
 
@@ -216,7 +218,10 @@ class TrainingRun:
 
     def run(self, resume: bool = False, stop_after: int | None = None,
             on_step: Callable[[int], None] | None = None) -> RunSummary:
-        """Train until `cfg.steps` (or `stop_after` steps of this call, to simulate an interruption)."""
+        """Train until `cfg.steps` (or `stop_after` steps of this call, to simulate an interruption). A trainer
+        without a publish hook gets this run's rollout policy as its target."""
+        if self.trainer.publish is None:
+            self.trainer.publish = self.policy.set_weights
         self.out.mkdir(parents=True, exist_ok=True)
         if resume:
             self.restore()
@@ -304,5 +309,4 @@ def train_from_config(cfg: RLConfig, resume: bool = False, show_progress: bool =
             run = RayTrainingRun(cfg, tasks, make_policy, trainer, show_progress)
         else:
             run = TrainingRun(cfg, tasks, make_policy(), trainer, show_progress)
-        trainer.publish = run.policy.set_weights
         return run.run(resume=resume)

@@ -7,8 +7,8 @@
   in a thread of the actor. A snapshot holds the manager lock while it reads the queue actor's state, so
   delivering pauses and the two halves agree (as in the local runtime).
 - The Trainer stays in the driver: it owns the optimizer and writes the checkpoint; after each step its
-  `publish` hook (wire it to `run.policy.set_weights`, as with TrainingRun) sends the weights through the object
-  store (`ray.put`) to the ManagerActor.
+  `publish` hook (which TrainingRun.run points at `run.policy.set_weights` when it is unset) sends the weights
+  through the object store (`ray.put`) to the ManagerActor.
 
 `RayTrainingRun` is a TrainingRun whose manager, queue and policy are clients of those actors, so the training
 loop, metrics, checkpoint layout and resume semantics are TrainingRun's own, not a copy.
