@@ -88,6 +88,7 @@ def rl_config(warm: Path, out: Path, steps: int, mode: str = "async", max_wait_s
     `max_staleness`, `inflight_groups` groups rolling out at once, lr 2e-3, clip 0.2, no curriculum (every task from
     the start)."""
     return RLConfig(model=str(warm), tasks="in-memory", out=str(out), mode=mode, steps=steps, groups_per_step=16,
-                    max_staleness=max_staleness, checkpoint_every=0, curriculum=False, max_wait_seconds=max_wait_seconds,
+                    max_staleness=max_staleness, checkpoint_every=0, curriculum=False,
+                    max_wait_seconds=max_wait_seconds,
                     manager=ManagerConfig(group_size=8, inflight_groups=inflight_groups, seed=0),
                     trainer=TrainerConfig(algorithm="gspo", lr=2e-3, eps_low=0.2, eps_high=0.2), rollout=ROLLOUT)
