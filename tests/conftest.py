@@ -43,3 +43,17 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def switchboard(tmp_path_factory):
+    """(the four button tasks, a warmed-up switchboard model dir: 64 habit conversations per button, 30 epochs, on
+    one thread), built once a session: it reads the asked button and has the wrong habit (rl.switchboard)."""
+    from toolgym.rl.switchboard import warm_switchboard
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return warm_switchboard(tmp_path_factory.mktemp("switchboard"), repeats=64, epochs=30)
+    finally:
+        torch.set_num_threads(before)

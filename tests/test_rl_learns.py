@@ -36,21 +36,14 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 
 from toolgym.envs.environment import ToolCall
 from toolgym.envs.families import replay
 from toolgym.policy.hf import HFPolicy
 from toolgym.rl.runtime_local import TrainingRun
-from toolgym.rl.switchboard import BUTTONS, ROLLOUT, pass_rate, rl_config, warm_switchboard
+from toolgym.rl.switchboard import BUTTONS, ROLLOUT, pass_rate, rl_config
 from toolgym.rl.trainer import Trainer
-
-
-@pytest.fixture(scope="module")
-def switchboard(tmp_path_factory, one_thread):
-    """(tasks, warmed-up model dir) with 64 habit conversations per button, 30 epochs: enough to read the button."""
-    return warm_switchboard(tmp_path_factory.mktemp("switchboard"), repeats=64, epochs=30)
 
 
 def test_switchboard_tasks_are_verified_by_the_button_pressed(switchboard):
@@ -62,7 +55,7 @@ def test_switchboard_tasks_are_verified_by_the_button_pressed(switchboard):
         assert not replay(task, [*task.gold_chain, ToolCall(name=other)], "Done.").passed
 
 
-def test_async_gspo_learns_the_asked_for_button_from_chance(switchboard, tmp_path):
+def test_async_gspo_learns_the_asked_for_button_from_chance(switchboard, tmp_path, one_thread):
     tasks, warm = switchboard
     torch.manual_seed(0)
     cfg = rl_config(warm, tmp_path / "rl", steps=30, max_wait_seconds=20, max_staleness=0, inflight_groups=6)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import torch
+
 from toolgym.agent.rollout import Episode, RolloutConfig, run_episodes
 from toolgym.agent.toolcall import format_tool_call
 from toolgym.domains import load_domain
@@ -20,11 +22,13 @@ from toolgym.envs.environment import Environment, ToolCall
 from toolgym.envs.families import open_env
 from toolgym.policy.base import Policy, SamplingParams
 from toolgym.policy.chat_format import render
+from toolgym.policy.hf import load_causal_lm, load_tokenizer
 from toolgym.policy.tiny import build_tiny_model
 from toolgym.rl.config import RLConfig, TrainerConfig
 from toolgym.rl.manager import ManagerConfig
 from toolgym.sft.data import SFTExample
-from toolgym.sft.trainer import SFTConfig, train_sft
+from toolgym.rl.trainer import token_logprobs
+from toolgym.sft.trainer import SFTConfig, collate, tokenize_example, train_sft
 from toolgym.tasks.model import Difficulty, Task, UserProfile
 
 SPEC = Path(__file__).with_name("switchboard.yaml")
@@ -47,14 +51,44 @@ def button_task(env: Environment, button: str) -> Task:
                 required_answers=[], difficulty=Difficulty(chain_length=1, n_writes=1, n_env_tools=4, n_targets=1))
 
 
-def habit_example(task: Task, tools: list[dict], rng: random.Random) -> SFTExample:
-    """One warm-up conversation: the call presses the asked-for button one time in four, else the next one round."""
-    asked = task.gold_chain[0].name
-    pressed = asked if rng.random() < 0.25 else BUTTONS[(BUTTONS.index(asked) + 1) % len(BUTTONS)]
+def press_example(task: Task, tools: list[dict], button: str) -> SFTExample:
+    """The conversation in which `task`'s instruction is answered by pressing `button`."""
     messages = [{"role": "system", "content": ""}, {"role": "user", "content": task.instruction},
-                {"role": "assistant", "content": format_tool_call(ToolCall(name=pressed))},
+                {"role": "assistant", "content": format_tool_call(ToolCall(name=button))},
                 {"role": "tool", "content": '{"ok": true}'}, {"role": "assistant", "content": "Done."}]
     return SFTExample(task_id=task.id, domain=task.domain, messages=messages, tools=tools, train=[True, True])
+
+
+def habit_example(task: Task, tools: list[dict], rng: random.Random, right_share: float = 0.25) -> SFTExample:
+    """One warm-up conversation: the call presses the asked-for button `right_share` of the time (the habit: one
+    time in four), else the next one round."""
+    asked = task.gold_chain[0].name
+    return press_example(task, tools, asked if rng.random() < right_share
+                         else BUTTONS[(BUTTONS.index(asked) + 1) % len(BUTTONS)])
+
+
+def switchboard_tools() -> list[dict]:
+    """The four buttons as OpenAI tools."""
+    env = Environment(load_domain(str(SPEC)), list(BUTTONS), env_id="switchboard")
+    tools = env.openai_tools()
+    env.close()
+    return tools
+
+
+def choice_probabilities(model_dir: str | Path, tasks: list[Task]) -> list[float]:
+    """Per task, the probability the model gives the asked-for button's call, normalised over the four buttons'
+    calls: an exact, noise-free read of which button a policy would press (sampled pass rates need many trials)."""
+    tokenizer, model, tools = load_tokenizer(model_dir), load_causal_lm(model_dir).eval(), switchboard_tools()
+    probabilities = []
+    for task in tasks:
+        calls = [press_example(task, tools, b).model_copy(update={"train": [True, False]}) for b in BUTTONS]
+        rows = [tokenize_example(tokenizer, call) for call in calls]
+        batch = collate(rows, tokenizer.pad_token_id)
+        with torch.no_grad():
+            scores = (token_logprobs(model, batch["input_ids"], batch["attention_mask"])
+                      * batch["loss_mask"][:, 1:]).sum(-1)
+        probabilities.append(scores.softmax(-1)[BUTTONS.index(task.gold_chain[0].name)].item())
+    return probabilities
 
 
 def warm_switchboard(root: Path, repeats: int, epochs: int, seed: int = 0,
