@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from toolgym.agent.rollout import SYSTEM_PROMPT, tool_messages
 from toolgym.agent.toolcall import format_tool_call, parse_assistant
 from toolgym.envs.environment import Environment, ToolCall
+from toolgym.sft.decompose import reasoned_plan
 from toolgym.tasks.model import Task
 
 
@@ -120,9 +121,11 @@ def quoted_answer(task: Task, context: str) -> str:
 
 
 def sft_example(task: Task, seed: int, fail_p: float = 0.15, plan_p: float = 0.2,
-                resample: bool = False) -> SFTExample:
+                resample: bool = False, reason_p: float = 0.0) -> SFTExample:
     """The gold episode of `task` with seeded failure and planning augmentation, and with its copied values
-    renamed when `resample` is set."""
+    renamed when `resample` is set. With probability `reason_p` a call is preceded by a reasoned plan instead
+    (sft.decompose.reasoned_plan: candidates, each rejected for what executing it showed); at 0 the example is
+    exactly the one made without it."""
     rng = random.Random(seed)
     env = Environment.from_record(task.env)
     title = env.domain.spec.title
@@ -136,7 +139,11 @@ def sft_example(task: Task, seed: int, fail_p: float = 0.15, plan_p: float = 0.2
             train.append(False)
             messages.extend(tool_messages(env, parse_assistant(wrong)))
         content = format_tool_call(call)
-        if rng.random() < plan_p:
+        plan = rng.random() < plan_p
+        if reason_p > 0 and rng.random() < reason_p:
+            content = reasoned_plan(call, env, "\n".join(str(m.get("content") or "") for m in messages[1:]),
+                                    rng) + content
+        elif plan:
             content = _plan(call, env, rng) + content
         messages.append({"role": "assistant", "content": content})
         train.append(True)
