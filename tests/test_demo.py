@@ -50,24 +50,26 @@ def test_every_evaluation_is_in_the_report(demo_run):
     names = [run["name"] for run in results["runs"]]
     conditions = ["held-out basic clean", "held-out basic noisy", "held-out multi clean", "train basic clean",
                   "held-out basic clean, free decoding"]
-    assert names[:5] == [f"sft {c}" for c in conditions]
+    assert names[:6] == ["base held-out basic clean", *(f"sft {c}" for c in conditions)]
     assert any(n.startswith(f"heavy@{cfg.heavy_k}") for n in names)
     assert any(n.startswith(f"self-consistency@{cfg.heavy_k}") for n in names)
     basic = [t for t in held if len(t.gold_chain) == 1]
-    assert results["runs"][0]["n_episodes"] == len(basic) * cfg.eval_k
-    assert results["runs"][1]["n_episodes"] == results["runs"][4]["n_episodes"] == cfg.side_eval_tasks * cfg.eval_k
-    assert results["runs"][2]["n_episodes"] == min(len(held) - len(basic), cfg.multi_eval_tasks) * cfg.eval_k
+    runs = results["runs"][1:]
+    assert results["runs"][0]["n_episodes"] == runs[0]["n_episodes"] == len(basic) * cfg.eval_k
+    assert runs[1]["n_episodes"] == runs[4]["n_episodes"] == cfg.side_eval_tasks * cfg.eval_k
+    assert runs[2]["n_episodes"] == min(len(held) - len(basic), cfg.multi_eval_tasks) * cfg.eval_k
     extra = results["extra"]
     html = (out / "report" / "report.html").read_text()
     assert extra["heldout_basic_tasks"] == len(basic)
     if extra["rl_steps"]:
-        assert [f"rl {c}" for c in conditions[:-1]] == names[5:9]
+        assert [f"rl {c}" for c in conditions[:-1]] == names[6:10]
         assert set(results["rl_minus_sft"]) == set(conditions[:-1])
         assert "After RL" in results["headline"] and results["headline"] in html
     else:
         assert extra["rl_stopped_reason"] and not any(n.startswith("rl ") for n in names)
     assert all(name in html for name in names)
     assert set(results["timings_s"]) >= {"tasks", "base", "sft", "eval sft", "rl", "heavy"}
+    assert set(results["sft_minus_base"]) == {"held-out basic clean"} and "After SFT (from the base)" in html
 
 
 def test_task_sets_depend_only_on_the_seed():
@@ -109,3 +111,29 @@ def test_python_dash_m_demo_takes_the_demo_options(tmp_path):
     assert result.returncode == 2
     assert "heldout_envs must be at least 1 and below envs_per_domain" in result.stdout + result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_compare_select_trains_both_subsets_at_the_demo_steps_and_pairs_them_with_its_sft(demo_run):
+    from toolgym.demo_compare import compare_selection
+
+    cfg, out = demo_run
+    compare_selection(out, 0.5)
+    results = json.loads((out / "compare-select" / "results.json").read_text())
+    basic = [t.id for t in read_jsonl(out / "heldout_tasks.jsonl", Task) if len(t.gold_chain) == 1]
+    assert [a["name"] for a in results["arms"]] == ["kcenter 0.5", "random 0.5"]
+    examples = sum(1 for _ in (out / "sft_data.jsonl").open())
+    for arm, method in zip(results["arms"], ("kcenter", "random")):
+        steps = (out / "compare-select" / method / "sft_metrics.jsonl").read_text().splitlines()
+        assert len(steps) == cfg.sft_steps
+        kept = json.loads((out / "compare-select" / method / "selected.json").read_text())["indices"]
+        assert len(kept) == len(set(kept)) == max(1, round(0.5 * examples))
+        episodes = (out / "compare-select" / f"{arm['name']}.trajectories.jsonl").read_text().splitlines()
+        assert sorted(json.loads(e)["task_id"] for e in episodes) == sorted(basic)
+        assert arm["ci_low"] <= arm["difference"] <= arm["ci_high"] and arm["cpu_seconds"] > 0
+
+
+def test_compare_needs_a_finished_demo_directory(tmp_path):
+    result = CliRunner().invoke(app, ["compare", "select", "--demo", str(tmp_path)])
+    assert result.exit_code == 1 and "demo_config.json" in result.output
+    result = CliRunner().invoke(app, ["compare", "select", "--demo", str(tmp_path), "--fraction", "0"])
+    assert result.exit_code != 0 and "--fraction" in result.output

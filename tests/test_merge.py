@@ -91,3 +91,25 @@ def test_only_passed_trajectories_become_examples(switchboard):
     assert len(kept) == 1 and kept[0].train == [True, True] and kept[0].tools
     with pytest.raises(ValueError, match="no task"):
         examples_from_trajectories([Trajectory(task_id="elsewhere", domain="x", passed=True)], tasks)
+
+
+def test_merge_cli_writes_a_checkpoint_and_refuses_experts_of_another_base(tiny_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from toolgym.cli import app
+    from toolgym.policy.hf import load_causal_lm
+    from toolgym.policy.tiny import build_tiny_model
+
+    result = CliRunner().invoke(app, ["merge", "--base", str(tiny_dir), "--expert", str(tiny_dir), "--expert",
+                                      str(tiny_dir), "--method", "task_arithmetic", "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    merged, base = load_causal_lm(tmp_path / "m").state_dict(), load_causal_lm(tiny_dir).state_dict()
+    assert all(torch.equal(merged[k], base[k]) for k in base), "experts equal to the base add a zero delta"
+    other = build_tiny_model(["a tiny corpus"] * 4, tmp_path / "other", vocab_size=300, hidden_size=32,
+                             num_layers=1, num_heads=2, max_position_embeddings=64)
+    result = CliRunner().invoke(app, ["merge", "--base", str(tiny_dir), "--expert", str(other), "--out",
+                                      str(tmp_path / "bad")])
+    assert result.exit_code == 1 and "same base" in result.output
+    result = CliRunner().invoke(app, ["merge", "--base", str(tiny_dir), "--expert", str(tiny_dir), "--method",
+                                      "median", "--out", str(tmp_path / "bad")])
+    assert result.exit_code != 0 and "method" in result.output

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Literal, NoReturn, Optional
 
 import typer
 import yaml
@@ -42,7 +42,11 @@ app.add_typer(tasks_app, name="tasks")
 app.add_typer(zigzag_app, name="zigzag")
 app.add_typer(search_app, name="search")
 heavy_app = typer.Typer(help="Heavy Thinking: K parallel candidates summarized into one answer.", no_args_is_help=True)
+compare_app = typer.Typer(help="The report's optional training-recipe items, each measured against a finished "
+                               "`toolgym demo` run without it (same held-out tasks, paired 95% intervals).",
+                          no_args_is_help=True)
 app.add_typer(heavy_app, name="heavy")
+app.add_typer(compare_app, name="compare")
 DEMO = DemoConfig()
 """The demo's defaults, shown by `toolgym demo --help`."""
 
@@ -459,7 +463,10 @@ def sft_cmd(
     model: Annotated[Path, typer.Option(help="Model directory to fine-tune.", exists=True)],
     tasks: Annotated[Path, typer.Option(help="Tasks JSONL; their executed gold chains are the data.", exists=True)],
     out: Annotated[Path, typer.Option(help="Output model directory.")] = Path("runs/sft"),
-    epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 3,
+    epochs: Annotated[int, typer.Option(help="Passes over the data (ignored when --steps is given).")] = 3,
+    steps: Annotated[Optional[int], typer.Option(
+        help="Train exactly this many optimizer steps, passing over the data as often as that takes, instead of "
+             "--epochs: compares data subsets of different sizes at equal compute.", min=1)] = None,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-3,
     batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 8,
     max_len: Annotated[int, typer.Option(help="Truncate sequences to this many tokens.")] = 2048,
@@ -473,20 +480,57 @@ def sft_cmd(
     copy_rows: Annotated[int, typer.Option(
         help="Synthetic copy rows added to every step (they keep a base's copying from being overwritten).",
         min=0)] = 0,
+    select: Annotated[Literal["kcenter", "random", "all"], typer.Option(
+        help="Which examples to train on: all; kcenter, the report's cold-start selection (K-Center-Greedy over the "
+             "starting model's trajectory embeddings for diversity, favouring examples whose hardest 32-token window "
+             "of trained tokens the model predicts worst); or random, a seeded subset of the same size (a baseline).")
+    ] = "all",
+    select_fraction: Annotated[float, typer.Option(
+        help="Share of the examples --select kcenter or random keeps, in (0, 1]; the kept task ids go to "
+             "OUT/selected.json.")] = 0.5,
     device: Annotated[str, typer.Option(help="Torch device to train on: cpu, cuda, cuda:N or mps.")] = "cpu",
+    reason_p: Annotated[float, typer.Option(
+        help="Probability that a gold call is preceded by a reasoned plan: a <think> listing candidate tools, each "
+             "rejected one with the reason executing it on a copy of the environment showed (its error, a value the "
+             "request does not give, a write nobody asked for), and why the chosen one fits. 0 leaves the data "
+             "unchanged.", min=0.0, max=1.0)] = 0.0,
+    decompose: Annotated[bool, typer.Option(
+        "--decompose", help="Also train on the decomposed version of every task that has one: the identifying value "
+                            "its first call takes is hidden, the user states another field of the same row, and a "
+                            "lookup by that field comes first (verified by replaying it).")] = False,
     seed: SeedOpt = 0,
 ) -> None:
     """Cold-start SFT on environment-grounded gold trajectories (failed turns masked, planning augmentation)."""
     from toolgym.sft.data import sft_examples
     from toolgym.sft.trainer import SFTConfig, train_sft
 
+    if not 0 < select_fraction <= 1:
+        raise typer.BadParameter(f"must be in (0, 1], got {select_fraction}", param_hint="'--select-fraction'")
     try:
-        cfg = SFTConfig(epochs=epochs, lr=lr, batch_size=batch_size, max_len=max_len, save_every=save_every, seed=seed,
-                        context_loss_weight=context_loss_weight, copy_rows=copy_rows, device=device)
+        cfg = SFTConfig(epochs=epochs, max_steps=steps, lr=lr, batch_size=batch_size, max_len=max_len,
+                        save_every=save_every, seed=seed, context_loss_weight=context_loss_weight,
+                        copy_rows=copy_rows, device=device)
     except ValidationError as exc:
         raise typer.BadParameter("; ".join(problems(exc, "config"))) from None
+    task_list = _tasks_arg(tasks)
+    if decompose:
+        from toolgym.sft.decompose import decomposed_tasks
+
+        with console.status("decomposing tasks"):
+            added = decomposed_tasks(task_list, seed)
+        console.print(f"added {len(added)} decomposed tasks to {len(task_list)}", markup=False)
+        task_list += added
     with console.status("replaying gold chains into SFT examples"):
-        examples = list(sft_examples(_tasks_arg(tasks), seed, variants=variants))
+        examples = list(sft_examples(task_list, seed, variants=variants, reason_p=reason_p))
+    if select != "all":
+        from toolgym.sft.select import save_selection, select_examples
+
+        with console.status(f"selecting {select_fraction:g} of {len(examples)} examples ({select})"):
+            kept = select_examples(model, examples, select_fraction, select, seed, device=device, max_len=max_len)
+        console.print(f"kept {len(kept)} of {len(examples)} examples ({select})", markup=False)
+        out.mkdir(parents=True, exist_ok=True)
+        save_selection(out / "selected.json", select, select_fraction, seed, kept, examples)
+        examples = [examples[i] for i in kept]
     write_jsonl(out / "sft_data.jsonl", examples)
     console.print(f"{len(examples)} examples; training -> {out}", markup=False)
     metrics = train_sft(model, examples, out, cfg)
@@ -537,6 +581,90 @@ def demo_cmd(
     except ValidationError as exc:
         raise typer.BadParameter("; ".join(problems(exc, "config"))) from None
     main(cfg)
+
+
+DemoDirOpt = Annotated[Path, typer.Option(
+    "--demo", help="Output directory of a finished `toolgym demo` (its models, tasks and evaluations are the baseline).",
+    exists=True, file_okay=False)]
+
+
+@compare_app.command("select")
+def compare_select(
+    demo: DemoDirOpt,
+    fraction: Annotated[float, typer.Option(help="Share of the SFT examples each subset keeps, in (0, 1].")] = 0.5,
+) -> None:
+    """Cold-start data selection: SFT on a K-Center-Greedy subset and on a random subset of the same size, at the
+    demo's SFT steps, each against the demo's SFT model trained on all the data. Writes DEMO/compare-select/."""
+    from toolgym.demo_compare import compare_selection
+
+    if not 0 < fraction <= 1:
+        raise typer.BadParameter(f"must be in (0, 1], got {fraction}", param_hint="'--fraction'")
+    try:
+        console.print(compare_selection(demo, fraction, console))
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+
+
+@compare_app.command("decompose")
+def compare_decompose(
+    demo: DemoDirOpt,
+    reason_p: Annotated[float, typer.Option(help="Share of gold calls preceded by a reasoned plan in the reasoning "
+                                                 "arm.", min=0.0, max=1.0)] = 0.5,
+) -> None:
+    """Decomposition augmentation: SFT on the training tasks plus their tool-decomposed versions (an identifying
+    value hidden behind an extra lookup), and SFT with reasoned plans (candidate tools, each rejected one with the
+    reason executing it showed), each at the demo's SFT steps against the demo's SFT model.
+    Writes DEMO/compare-decompose/."""
+    from toolgym.demo_compare import compare_decomposition
+
+    try:
+        console.print(compare_decomposition(demo, reason_p, console))
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+
+
+@compare_app.command("experts")
+def compare_experts_cmd(
+    demo: DemoDirOpt,
+    distill_tasks: Annotated[int, typer.Option(help="Training tasks per domain each expert rolls out for "
+                                                    "distillation.", min=1)] = 48,
+    distill_trials: Annotated[int, typer.Option(help="Rollouts per task for distillation.", min=1)] = 2,
+) -> None:
+    """Domain-parallel experts, then fusion: one RL expert per training domain from the demo's SFT model (the demo's
+    RL steps split between them), fused by weight averaging, task arithmetic, TIES and distillation of the experts'
+    passed rollouts, each against the demo's mixed-domain RL model. Writes DEMO/compare-experts/."""
+    from toolgym.demo_compare import compare_experts
+
+    try:
+        console.print(compare_experts(demo, distill_tasks, distill_trials, console))
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        fail(str(exc))
+
+
+@app.command("merge")
+def merge_cmd(
+    base: Annotated[Path, typer.Option(help="The checkpoint every expert was fine-tuned from.", exists=True)],
+    expert: Annotated[list[Path], typer.Option(help="An expert checkpoint (repeatable).", exists=True)],
+    out: Annotated[Path, typer.Option(help="Output model directory.")],
+    method: Annotated[str, typer.Option(
+        help="average (mean of the experts), task_arithmetic (base + scale x the sum of their deltas) or ties "
+             "(trim each delta to its largest entries, elect a sign per weight, average the agreeing deltas).")
+    ] = "ties",
+    scale: Annotated[float, typer.Option(help="Multiplier of the combined delta (task_arithmetic, ties).")] = 1.0,
+    density: Annotated[float, typer.Option(help="ties: share of each delta's entries kept.")] = 0.2,
+) -> None:
+    """Fuse expert fine-tunes of one base into one checkpoint by merging their weights."""
+    from toolgym.models.merge import MergeConfig, merge_checkpoints
+
+    try:
+        cfg = MergeConfig(method=method, scale=scale, density=density)
+    except ValidationError as exc:
+        raise typer.BadParameter("; ".join(problems(exc, "merge"))) from None
+    try:
+        path = merge_checkpoints(base, expert, out, cfg)
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(f"merged {len(expert)} experts ({cfg.method}) -> {path}", markup=False)
 
 
 @app.command("train")

@@ -5,7 +5,8 @@
 2. the base model: the shipped `toolgym pretrain --recipe tiny` checkpoint (trained on other domains), or the same
    recipe run from scratch;
 3. cold-start SFT on environment-grounded gold trajectories of the training environments;
-4. evaluation of the SFT model: held-out basic tier clean and noisy, held-out multi tier, training tasks, and held-out
+4. evaluation of the base (held-out basic, clean: SFT minus base with a paired interval) and of the SFT model:
+   held-out basic tier clean and noisy, held-out multi tier, training tasks, and held-out
    basic with free (unconstrained) decoding;
 5. asynchronous GSPO (DORA-style: streaming rollouts, staleness-bounded queue) on the training tasks;
 6. the same evaluation of the RL model, and RL minus SFT per condition with paired bootstrap intervals;
@@ -41,7 +42,7 @@ from toolgym.policy.hf import HFPolicy, load_tokenizer, quiet_transformers
 from toolgym.policy.pretrain import RECIPES, pretrain
 from toolgym.rl.config import RLConfig, TrainerConfig
 from toolgym.rl.manager import ManagerConfig
-from toolgym.rl.runtime_local import TrainingRun
+from toolgym.rl.runtime_local import RunSummary, TrainingRun
 from toolgym.rl.trainer import Trainer
 from toolgym.sft.data import sft_examples
 from toolgym.sft.trainer import SFTConfig, train_sft
@@ -102,14 +103,51 @@ def evaluations(cfg: DemoConfig, sets: TaskSets) -> list[tuple[str, list[Task], 
             ("held-out basic clean, free decoding", side, "none", "none")]
 
 
-def improvement_sentence(comparisons: dict[str, Comparison]) -> str:
-    """One sentence on what RL changed, read off the paired intervals."""
+def rollout_configs(cfg: DemoConfig) -> tuple[RolloutConfig, RolloutConfig]:
+    """(RL rollouts: temperature 1 with the progress reward, evaluation: temperature 0.7, pass/fail, seeded)."""
+    rollout = RolloutConfig(max_turns=cfg.max_turns, max_total_tokens=4096, progress_reward=cfg.rl_progress_reward,
+                            sampling=SamplingParams(temperature=1.0, max_new_tokens=cfg.max_new_tokens))
+    return rollout, rollout.model_copy(update={"progress_reward": 0.0, "sampling": SamplingParams(
+        temperature=0.7, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)})
+
+
+def evaluate_conditions(cfg: DemoConfig, path: Path, tag: str, chosen: list[tuple[str, list[Task], str, str]],
+                        eval_rollout: RolloutConfig) -> list[EvalRun]:
+    """One EvalRun per (condition, tasks, noise, decoding) for the model in `path`, named "{tag} {condition}"."""
+    policies = {mode: HFPolicy(path, device=cfg.device, constrain=mode) for mode in {c[3] for c in chosen}}
+    return [evaluate(policies[decoding], tasks, cfg.eval_k, noise, 0.5, eval_rollout, cfg.seed,
+                     name=f"{tag} {condition}", policy_name=str(path))
+            for condition, tasks, noise, decoding in chosen if tasks]
+
+
+def train_rl(cfg: DemoConfig, model: Path, tasks: list[Task], tasks_file: Path, out: Path, rollout: RolloutConfig,
+             steps: int) -> RunSummary:
+    """The demo's asynchronous GSPO stage: `steps` steps on `tasks` (written in `tasks_file`) from `model`; the
+    trained model is saved (with the tokenizer) to out/model when any step ran."""
+    rl_cfg = RLConfig(model=str(model), tasks=str(tasks_file), out=str(out), steps=steps,
+                      groups_per_step=cfg.groups_per_step, checkpoint_every=8, max_wait_seconds=cfg.rl_max_wait,
+                      constrain=cfg.constrain,
+                      manager=ManagerConfig(group_size=cfg.group_size, inflight_groups=2 * cfg.groups_per_step,
+                                            seed=cfg.seed),
+                      trainer=TrainerConfig(lr=cfg.rl_lr, device=cfg.device), rollout=rollout, seed=cfg.seed)
+    trainer = Trainer(rl_cfg.model, rl_cfg.trainer)
+    summary = TrainingRun(rl_cfg, tasks, HFPolicy(rl_cfg.model, device=cfg.device, constrain=cfg.constrain),
+                          trainer).run()
+    if summary.steps:
+        with quiet_transformers():
+            trainer.model.save_pretrained(out / "model")
+            load_tokenizer(model).save_pretrained(out / "model")
+    return summary
+
+
+def improvement_sentence(comparisons: dict[str, Comparison], stage: str = "RL") -> str:
+    """One sentence on what `stage` changed, read off the paired intervals."""
     parts = []
     for condition, c in comparisons.items():
         verdict = ("rose" if c.ci_low > 0 else "fell" if c.ci_high < 0 else "did not change significantly")
         parts.append(f"{condition} {verdict} ({c.a:.2f} -> {c.b:.2f}, difference {c.difference:+.2f}, "
                      f"95% CI [{c.ci_low:+.2f}, {c.ci_high:+.2f}], {c.n_tasks} tasks)")
-    return "After RL, pass@1 on " + "; on ".join(parts) + "."
+    return f"After {stage}, pass@1 on " + "; on ".join(parts) + "."
 
 
 def main(cfg: DemoConfig = DemoConfig()) -> None:
@@ -119,6 +157,7 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
     start = time.perf_counter()
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
+    (out / "demo_config.json").write_text(cfg.model_dump_json(indent=1))
     timings: dict[str, float] = {}
 
     def lap(name: str, t0: float) -> None:
@@ -155,38 +194,23 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
     console.print(f"SFT: {len(sft_metrics)} steps, loss {sft_metrics[0]['loss']:.2f} -> {sft_metrics[-1]['loss']:.2f}")
     lap("sft", t0)
 
-    rollout = RolloutConfig(max_turns=cfg.max_turns, max_total_tokens=4096, progress_reward=cfg.rl_progress_reward,
-                            sampling=SamplingParams(temperature=1.0, max_new_tokens=cfg.max_new_tokens))
-    eval_rollout = rollout.model_copy(update={"progress_reward": 0.0, "sampling": SamplingParams(
-        temperature=0.7, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)})
+    rollout, eval_rollout = rollout_configs(cfg)
     conditions = evaluations(cfg, sets)
 
     def evaluate_model(path: Path, tag: str, chosen: list[tuple[str, list[Task], str, str]]) -> list[EvalRun]:
-        policies = {mode: HFPolicy(path, device=cfg.device, constrain=mode) for mode in {c[3] for c in chosen}}
-        return [evaluate(policies[decoding], tasks, cfg.eval_k, noise, 0.5, eval_rollout, cfg.seed,
-                         name=f"{tag} {condition}", policy_name=str(path))
-                for condition, tasks, noise, decoding in chosen if tasks]
+        return evaluate_conditions(cfg, path, tag, chosen, eval_rollout)
 
     t0 = time.perf_counter()
-    console.rule("4. evaluate the SFT model")
+    console.rule("4. evaluate the base and the SFT model")
+    base_runs = evaluate_model(base, "base", conditions[:1])
     before = evaluate_model(out / "sft", "sft", conditions)
+    sft_gain = {"held-out basic clean": compare_pass_at_1(base_runs[0].trajectories, before[0].trajectories,
+                                                          seed=cfg.seed)}
     lap("eval sft", t0)
 
     t0 = time.perf_counter()
     console.rule("5. asynchronous GSPO")
-    rl_cfg = RLConfig(model=str(out / "sft"), tasks=str(out / "train_tasks.jsonl"), out=str(out / "rl"),
-                      steps=cfg.rl_steps, groups_per_step=cfg.groups_per_step, checkpoint_every=8,
-                      max_wait_seconds=cfg.rl_max_wait, constrain=cfg.constrain,
-                      manager=ManagerConfig(group_size=cfg.group_size, inflight_groups=2 * cfg.groups_per_step,
-                                            seed=cfg.seed),
-                      trainer=TrainerConfig(lr=cfg.rl_lr, device=cfg.device), rollout=rollout, seed=cfg.seed)
-    trainer = Trainer(rl_cfg.model, rl_cfg.trainer)
-    run = TrainingRun(rl_cfg, sets["train"], HFPolicy(rl_cfg.model, device=cfg.device, constrain=cfg.constrain),
-                      trainer)
-    summary = run.run()
-    with quiet_transformers():
-        trainer.model.save_pretrained(out / "rl" / "model")
-        load_tokenizer(out / "sft").save_pretrained(out / "rl" / "model")
+    summary = train_rl(cfg, out / "sft", sets["train"], out / "train_tasks.jsonl", out / "rl", rollout, cfg.rl_steps)
     console.print(f"RL: {summary.steps} steps, {summary.trained_groups} groups, trainer idle "
                   f"{summary.trainer_idle_fraction:.0%}, queue {summary.queue}")
     if summary.stopped_reason:
@@ -216,11 +240,16 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
 
     rows = [json.loads(line) for line in (out / "rl" / "metrics.jsonl").read_text().splitlines()]
     figures = {"training_curve": (training_curve_png(rows), "RL reward per trainer step")} if rows else {}
-    sentence = improvement_sentence(comparisons) if comparisons else f"RL did not run: {summary.stopped_reason}"
+    sentence = " ".join([improvement_sentence(sft_gain, "SFT (from the base)"), improvement_sentence(comparisons)
+                         if comparisons else f"RL did not run: {summary.stopped_reason}"])
     rl_minus_sft = [{"condition": k, "tasks": c.n_tasks, "sft pass@1": f"{c.a:.3f}", "rl pass@1": f"{c.b:.3f}",
                      "difference": f"{c.difference:+.3f}", "95% CI": f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}]"}
                     for k, c in comparisons.items()]
-    html = write_report([*before, *after, *heavy], out / "report", title="toolgym demo: tiny model, SFT then async GSPO",
+    sft_minus_base = [{"condition": k, "tasks": c.n_tasks, "base pass@1": f"{c.a:.3f}", "sft pass@1": f"{c.b:.3f}",
+                       "difference": f"{c.difference:+.3f}", "95% CI": f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}]"}
+                      for k, c in sft_gain.items()]
+    html = write_report([*base_runs, *before, *after, *heavy], out / "report",
+                        title="toolgym demo: tiny model, SFT then async GSPO",
                         extra={"what_improved": sentence, "train_tasks": len(sets["train"]),
                                "heldout_basic_tasks": len(sets["heldout basic"]),
                                "heldout_multi_tasks": len(sets["heldout multi"]), "base": str(base),
@@ -230,11 +259,13 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
                                    comparisons["held-out basic clean"].difference
                                    / (timings["rl"] / 60 * torch.get_num_threads()), 4)}
                                   if "held-out basic clean" in comparisons else {})},
-                        figures=figures, headline=sentence, data={"rl_minus_sft": {
-                            k: c.model_dump() for k, c in comparisons.items()}},
-                        tables={"RL minus SFT (paired by task, bootstrap 95% CI)": rl_minus_sft}, timings=timings)
+                        figures=figures, headline=sentence, data={
+                            "rl_minus_sft": {k: c.model_dump() for k, c in comparisons.items()},
+                            "sft_minus_base": {k: c.model_dump() for k, c in sft_gain.items()}},
+                        tables={"SFT minus base (paired by task, bootstrap 95% CI)": sft_minus_base,
+                                "RL minus SFT (paired by task, bootstrap 95% CI)": rl_minus_sft}, timings=timings)
     result = Table("run", "episodes", "pass@1 [95% CI]", f"pass^{cfg.eval_k}", "progress")
-    for r in [*before, *after, *heavy]:
+    for r in [*base_runs, *before, *after, *heavy]:
         m = r.metrics()["overall"]
         result.add_row(r.name, str(m.n_trials), f"{m.pass_at_1:.3f} [{m.pass_at_1_ci[0]:.3f}, {m.pass_at_1_ci[1]:.3f}]",
                        f"{m.pass_hat_k:.3f}", f"{m.avg_progress:.3f}")
