@@ -6,7 +6,7 @@ import json
 import sqlite3
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Literal, NoReturn, Optional
@@ -588,6 +588,15 @@ DemoDirOpt = Annotated[Path, typer.Option(
     exists=True, file_okay=False)]
 
 
+def _print_comparison(build: Callable[[], object]) -> None:
+    """Run a `toolgym compare` item and print its table; a demo directory it cannot use, or an arm that cannot be
+    built (an expert that trained no step), ends the command with the reason instead of a traceback."""
+    try:
+        console.print(build())
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        fail(str(exc))
+
+
 @compare_app.command("select")
 def compare_select(
     demo: DemoDirOpt,
@@ -599,10 +608,7 @@ def compare_select(
 
     if not 0 < fraction <= 1:
         raise typer.BadParameter(f"must be in (0, 1], got {fraction}", param_hint="'--fraction'")
-    try:
-        console.print(compare_selection(demo, fraction, console))
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
+    _print_comparison(lambda: compare_selection(demo, fraction, console))
 
 
 @compare_app.command("decompose")
@@ -617,10 +623,7 @@ def compare_decompose(
     Writes DEMO/compare-decompose/."""
     from toolgym.demo_compare import compare_decomposition
 
-    try:
-        console.print(compare_decomposition(demo, reason_p, console))
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
+    _print_comparison(lambda: compare_decomposition(demo, reason_p, console))
 
 
 @compare_app.command("experts")
@@ -635,10 +638,7 @@ def compare_experts_cmd(
     passed rollouts, each against the demo's mixed-domain RL model. Writes DEMO/compare-experts/."""
     from toolgym.demo_compare import compare_experts
 
-    try:
-        console.print(compare_experts(demo, distill_tasks, distill_trials, console))
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        fail(str(exc))
+    _print_comparison(lambda: compare_experts(demo, distill_tasks, distill_trials, console))
 
 
 @app.command("merge")

@@ -103,6 +103,13 @@ def evaluations(cfg: DemoConfig, sets: TaskSets) -> list[tuple[str, list[Task], 
             ("held-out basic clean, free decoding", side, "none", "none")]
 
 
+def sft_config(cfg: DemoConfig) -> SFTConfig:
+    """The demo's cold-start SFT schedule: `sft_steps` steps whatever the data size, so variants compare at equal
+    compute."""
+    return SFTConfig(max_steps=cfg.sft_steps, lr=cfg.sft_lr, batch_size=cfg.sft_batch, warmup_steps=20,
+                     context_loss_weight=cfg.sft_context_weight, seed=cfg.seed, device=cfg.device)
+
+
 def rollout_configs(cfg: DemoConfig) -> tuple[RolloutConfig, RolloutConfig]:
     """(RL rollouts: temperature 1 with the progress reward, evaluation: temperature 0.7, pass/fail, seeded)."""
     rollout = RolloutConfig(max_turns=cfg.max_turns, max_total_tokens=4096, progress_reward=cfg.rl_progress_reward,
@@ -188,9 +195,7 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
     console.rule("3. cold-start SFT")
     examples = list(sft_examples(sets["train"], cfg.seed, variants=cfg.sft_variants, plan_p=0.0))
     write_jsonl(out / "sft_data.jsonl", examples)
-    sft_metrics = train_sft(base, examples, out / "sft", SFTConfig(
-        max_steps=cfg.sft_steps, lr=cfg.sft_lr, batch_size=cfg.sft_batch, warmup_steps=20,
-        context_loss_weight=cfg.sft_context_weight, seed=cfg.seed, device=cfg.device))
+    sft_metrics = train_sft(base, examples, out / "sft", sft_config(cfg))
     console.print(f"SFT: {len(sft_metrics)} steps, loss {sft_metrics[0]['loss']:.2f} -> {sft_metrics[-1]['loss']:.2f}")
     lap("sft", t0)
 

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from toolgym.agent.trajectory import Trajectory
-from toolgym.demo import evaluate_conditions, rollout_configs, train_rl
+from toolgym.demo import evaluate_conditions, rollout_configs, sft_config, train_rl
 from toolgym.demo_config import DemoConfig
 from toolgym.eval.metrics import compare_pass_at_1
 from toolgym.jsonl import read_jsonl, write_jsonl
@@ -78,11 +78,13 @@ def _by_domain(trajectories: list[Trajectory]) -> dict[str, float]:
 
 
 class DemoComparison:
-    """Evaluates arms of one comparison against a baseline evaluation of the demo and writes the table as it goes."""
+    """Evaluates arms of one comparison against a baseline evaluation of the demo and writes the table as it goes;
+    `base` is the checkpoint the demo's SFT started from (pretrained into the demo directory when it had none)."""
 
     def __init__(self, demo_dir: Path, out: Path, baseline: str, console: Console):
         self.demo_dir, self.out, self.console = demo_dir, out, console
         self.cfg = demo_config(demo_dir)
+        self.base = self.cfg.base if self.cfg.base is not None else demo_dir / "base"
         heldout = list(read_jsonl(demo_dir / "heldout_tasks.jsonl", Task))
         self.heldout = [t for t in heldout if len(t.gold_chain) == 1]
         self.train = list(read_jsonl(demo_dir / "train_tasks.jsonl", Task))
@@ -133,16 +135,13 @@ def compare_selection(demo_dir: Path, fraction: float = 0.5, console: Console | 
     comp = DemoComparison(demo_dir, demo_dir / "compare-select", f"sft {CONDITION}", console)
     cfg = comp.cfg
     examples = list(read_jsonl(demo_dir / "sft_data.jsonl", SFTExample))
-    base = cfg.base if cfg.base is not None else demo_dir / "base"
     for method in ("kcenter", "random"):
         def make(method: str = method) -> Path:
-            kept = select_examples(base, examples, fraction, method, cfg.seed, device=cfg.device)
+            kept = select_examples(comp.base, examples, fraction, method, cfg.seed, device=cfg.device)
             out = comp.out / method
             out.mkdir(parents=True, exist_ok=True)
             save_selection(out / "selected.json", method, fraction, cfg.seed, kept, examples)
-            train_sft(base, [examples[i] for i in kept], out, SFTConfig(
-                max_steps=cfg.sft_steps, lr=cfg.sft_lr, batch_size=cfg.sft_batch, warmup_steps=20,
-                context_loss_weight=cfg.sft_context_weight, seed=cfg.seed, device=cfg.device))
+            train_sft(comp.base, [examples[i] for i in kept], out, sft_config(cfg))
             return out
         comp.arm(f"{method} {fraction:g}", make)
     return comp.table(f"SFT data selection ({len(examples)} examples, {cfg.sft_steps} steps each)")
@@ -154,14 +153,11 @@ def compare_decomposition(demo_dir: Path, reason_p: float = 0.5, console: Consol
     console = console or Console()
     comp = DemoComparison(demo_dir, demo_dir / "compare-decompose", f"sft {CONDITION}", console)
     cfg = comp.cfg
-    base = cfg.base if cfg.base is not None else demo_dir / "base"
     added: list[Task] = []
 
     def train(name: str, tasks: list[Task], **augment: float) -> Path:
         examples = list(sft_examples(tasks, cfg.seed, variants=cfg.sft_variants, plan_p=0.0, **augment))
-        train_sft(base, examples, comp.out / name, SFTConfig(
-            max_steps=cfg.sft_steps, lr=cfg.sft_lr, batch_size=cfg.sft_batch, warmup_steps=20,
-            context_loss_weight=cfg.sft_context_weight, seed=cfg.seed, device=cfg.device))
+        train_sft(comp.base, examples, comp.out / name, sft_config(cfg))
         return comp.out / name
 
     def tool_decomposition() -> Path:
