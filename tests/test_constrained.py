@@ -145,3 +145,19 @@ def test_a_random_model_quotes_only_the_conversation_in_copy_mode(tiny_dir):
     quoted = [span for c in completions for span in c.text.split("<tool_call>")[0].split('"')[1::2]]
     assert quoted, "a random model at temperature 1.5 should open some quotation in 8 x 40 tokens"
     assert all(any(span in s for s in sources) for span in quoted), quoted
+
+
+@pytest.mark.parametrize("text, ok", [
+    ('{"name":"pick","arguments":{"n":2}}', True),
+    ('{"name":"pick","arguments":{"n":12,"flag":false}}', True),
+    ('{"name":"pick","arguments":{"n":"2"}}', False),    # an integer enum's value is not a string
+    ('{"name":"pick","arguments":{"n":3}}', False),      # not one of the values
+    ('{"name":"pick","arguments":{"n":1}}', False),      # a prefix of 12 is not 12
+    ('{"name":"pick","arguments":{"n":2,"flag":"false"}}', False),
+])
+def test_enumerated_numbers_and_booleans_are_written_bare(text, ok):
+    tools = [{"type": "function", "function": {"name": "pick", "parameters": {
+        "type": "object", "required": ["n"], "properties": {"n": {"type": "integer", "enum": [2, 12]},
+                                                            "flag": {"enum": [False]}}}}}]
+    for mode in ("schema", "copy"):
+        assert isinstance(walk(CallGrammar.for_request(tools, MESSAGES, mode).start(), text), Done) == ok

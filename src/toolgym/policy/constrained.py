@@ -4,7 +4,7 @@ the text a valid call of one of the request's tools, as vLLM's and SGLang's stru
 A call is the one-line JSON `{"name":"NAME","arguments":{"KEY":VALUE,...}}` (a space is allowed after `:` and `,`).
 Modes:
 - `schema`: NAME is one of the tools; KEY one of its parameters, each at most once, every required one before the
-  object closes; an enumerated VALUE is one of its values, a boolean `true`/`false`, an integer or number a JSON
+  object closes; an enumerated VALUE is one of its values (quoted if they are strings, bare if numbers or booleans), a boolean `true`/`false`, an integer or number a JSON
   number, a string any JSON string without escapes.
 - `copy`: `schema`, and every string VALUE must occur verbatim in the conversation (user and tool messages) and every
   number must equal a number written there; outside calls, text the model puts in double quotes is a quotation and
@@ -215,8 +215,12 @@ class CallGrammar:
     def value(self, schema: dict[str, Any], then: Callable[[], State]) -> State:
         """The state that reads one value of `schema`."""
         if "enum" in schema:
-            options = tuple(str(v) for v in schema["enum"])
-            return Lit('"', lambda: Choice(options, lambda _: then()))
+            values = schema["enum"]
+            if all(isinstance(v, str) for v in values):
+                return Lit('"', lambda: Choice(tuple(values), lambda _: then()))
+            literals = tuple(json.dumps(v) for v in values)  # numbers, booleans, null: written bare, as JSON has them
+            return Bare("".join(sorted(set("".join(literals)))), lambda p: any(x.startswith(p) for x in literals),
+                        lambda p: p in literals, then)
         kind = schema.get("type")
         if kind == "boolean":
             words = ("true", "false")
