@@ -51,9 +51,23 @@ def switchboard(tmp_path_factory):
     one thread), built once a session: it reads the asked button and has the wrong habit (rl.switchboard)."""
     from toolgym.rl.switchboard import warm_switchboard
 
+    return _on_one_thread(lambda: warm_switchboard(tmp_path_factory.mktemp("switchboard"), repeats=64, epochs=30))
+
+
+@pytest.fixture(scope="session")
+def judges(tmp_path_factory):
+    """(the four button tasks, a warmed-up judge model dir: 16 copies of every choice and verdict conversation with
+    the wrong habit, 20 epochs, on one thread), built once a session (rl.switchboard.warm_judges)."""
+    from toolgym.rl.switchboard import warm_judges
+
+    return _on_one_thread(lambda: warm_judges(tmp_path_factory.mktemp("judges"), repeats=16, epochs=20))
+
+
+def _on_one_thread(build):
+    """`build()` with one intra-op thread (a session fixture's warm-up), restoring the thread count after."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return warm_switchboard(tmp_path_factory.mktemp("switchboard"), repeats=64, epochs=30)
+        return build()
     finally:
         torch.set_num_threads(before)

@@ -8,7 +8,7 @@ turns and tokens, so the report's cost columns compare honestly against the sing
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from toolgym.agent.rollout import RolloutConfig
 from toolgym.agent.trajectory import Trajectory
@@ -29,9 +29,11 @@ def evaluate_heavy(policy: Policy, tasks: list[Task], k_trials: int = 1, K: int 
                    level: float = 0.5, config: AgenticHeavyConfig | None = None, rollout: RolloutConfig | None = None,
                    seed: int = 0, summary_policy: Policy | None = None, policy_name: str = "policy",
                    concurrency: int = 64, oracle: bool = True, suffix: str = "",
-                   on_done: Callable[[Trajectory], None] | None = None) -> list[EvalRun]:
-    """Runs `single`, `self-consistency@K`, `heavy@K` and (if `oracle`) `best-of-K (oracle)`, k_trials each, every
-    name followed by `suffix`.
+                   on_done: Callable[[Trajectory], None] | None = None,
+                   summarizers: Mapping[str, Policy] | None = None) -> list[EvalRun]:
+    """Runs `single`, `self-consistency@K`, `heavy@K`, `heavy@K (LABEL)` for each extra summary policy in
+    `summarizers` (e.g. one trained with heavy.summary_rl), and (if `oracle`) `best-of-K (oracle)`, k_trials each,
+    every name followed by `suffix`; all of them combine the same candidates.
 
     `K` overrides `config.k`; without a config, candidates sample at the rollout's temperature and seed. The summary
     policy defaults to `policy`; `on_done` sees the single run's and the candidates' episodes."""
@@ -47,6 +49,8 @@ def evaluate_heavy(policy: Policy, tasks: list[Task], k_trials: int = 1, K: int 
     methods: list[tuple[str, Callable[..., list[HeavyOutcome]]]] = [
         (f"self-consistency@{K}", lambda eps: self_consistency(eps, candidates, rollout, config.commit_retries)),
         (f"heavy@{K}", lambda eps: summarize(eps, candidates, summary_policy or policy, config, rollout)),
+        *((f"heavy@{K} ({label})", lambda eps, s=summarizer: summarize(eps, candidates, s, config, rollout))
+          for label, summarizer in (summarizers or {}).items()),
     ]
     if oracle:
         methods.append((f"best-of-{K} (oracle)", lambda eps: best_of_k(eps, candidates, rollout,

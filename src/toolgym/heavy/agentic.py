@@ -4,7 +4,8 @@ real environment.
 
 1. `run_candidates`: every episode's environment is forked K times and all K x episodes candidates run concurrently
    through the rollout loop (their generation is batched); the real environments are never touched.
-2. `summarize`: one batched call of the summary policy per `max_batch` episodes, prompted with `SUMMARY_PROMPT`.
+2. `summarize`: one batched call of the summary policy per `max_batch` episodes, prompted with `SUMMARY_PROMPT`
+   (or, with `choice_tool`, `CHOICE_PROMPT` and a `choose_candidate` tool as the only tool).
 3. `commit`: the chosen or composed tool calls are replayed, in order, on the real environment, which is then
    verified together with the final answer. Unusable summary output falls back to the self-consistency choice
    (`majority_choice`), and the record says so.
@@ -21,6 +22,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -36,7 +38,7 @@ from toolgym.noise.tool import FAILURE_KINDS
 from toolgym.policy.base import Completion, GenerationRequest, Policy, SamplingParams
 from toolgym.tasks.progress import chain_progress
 
-SUMMARY_PROMPT = """The user asked:
+SUMMARY_HEADER = """The user asked:
 {request}
 
 {k} candidate agents each worked on this request in a private copy of the database; none of their actions has \
@@ -45,7 +47,9 @@ reached the real database yet. For each candidate: the tool calls that ran, in o
 
 {candidates}
 
-Decide what happens on the real database and answer the user. Reply in exactly one of two forms:
+"""
+SUMMARY_PROMPT = SUMMARY_HEADER + """Decide what happens on the real database and answer the user. Reply in exactly \
+one of two forms:
 1. <choice>N</choice> to apply candidate N's tool calls, in order, and send candidate N's final answer.
 2. The tool calls to apply, in order, one per line, each written as \
 <tool_call>{{"name": "tool_name", "arguments": {{...}}}}</tool_call>, followed by your answer to the user stating \
@@ -53,6 +57,21 @@ every value they asked for."""
 """The summary model's prompt (the user turn after the agent's system prompt and tools). Its output is parsed by
 `parse_summary`: a `<choice>N</choice>` (1-based) commits candidate N; otherwise its `<tool_call>` lines are committed
 and its remaining text (thinking stripped) is the final answer."""
+CHOICE_PROMPT = SUMMARY_HEADER + """Decide which candidate's tool calls are applied to the real database, in order, \
+and whose final answer the user gets: call the tool choose_candidate with that candidate's number."""
+"""The prompt with `AgenticHeavyConfig.choice_tool`: the only tool offered is `choose_candidate` (see `choice_tool`),
+so the summary chooses and never composes."""
+CHOICE_TOOL = "choose_candidate"
+
+
+def choice_tool(k: int) -> dict[str, Any]:
+    """The `choose_candidate` tool offered to a choosing summary: one integer parameter, 1..k."""
+    return {"type": "function", "function": {
+        "name": CHOICE_TOOL, "description": "Apply this candidate's tool calls and send its final answer.",
+        "parameters": {"type": "object", "required": ["candidate"], "properties": {
+            "candidate": {"type": "integer", "enum": list(range(1, k + 1)),
+                          "description": "the chosen candidate's number"}}}}}
+
 
 CANDIDATE_HEADER = "Candidate {index} ({n_calls} tool calls, ended by {termination}):"
 _CHOICE = re.compile(r"<choice>\s*(\d+)\s*</choice>")
@@ -68,6 +87,8 @@ class AgenticHeavyConfig(BaseModel):
     summary_max_new_tokens: int = Field(1024, ge=1)
     result_chars: int = Field(200, ge=1, description="tool results are cut to this many characters for the summary")
     commit_retries: int = Field(3, ge=0, description="retries of a committed call that tool noise dropped")
+    choice_tool: bool = Field(False, description="the summary only chooses, by calling a choose_candidate tool "
+                                                 "(CHOICE_PROMPT), instead of writing <choice>N</choice> or calls")
     seed: int | None = 0
 
 
@@ -233,19 +254,24 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + f"...[{len(text) - limit} more chars]"
 
 
-def render_candidate(candidate: Candidate, result_chars: int = 200) -> str:
-    """A candidate compressed for the summary: its calls with cut results, user replies, and its final answer."""
-    traj = candidate.trajectory
-    lines = [CANDIDATE_HEADER.format(index=candidate.index, n_calls=len(candidate.actions),
-                                     termination=traj.termination)]
-    for step in candidate.steps:
+def render_steps(steps: Sequence[CandidateStep], answer: str, result_chars: int = 200) -> list[str]:
+    """An episode compressed to lines: its calls with cut results, the user's replies, and its final answer."""
+    lines = []
+    for step in steps:
         if step.call is not None:
             args = json.dumps(step.call.arguments, separators=(",", ":"), default=str)
             lines.append(f"- call {step.call.name} {args} -> {_cut(step.text, result_chars)}")
         else:
             lines.append(f"- user: {step.text}")
-    lines.append(f"- final answer: {candidate.answer or '(none)'}")
-    return "\n".join(lines)
+    lines.append(f"- final answer: {answer or '(none)'}")
+    return lines
+
+
+def render_candidate(candidate: Candidate, result_chars: int = 200) -> str:
+    """A candidate compressed for the summary: a header, then `render_steps`."""
+    header = CANDIDATE_HEADER.format(index=candidate.index, n_calls=len(candidate.actions),
+                                     termination=candidate.trajectory.termination)
+    return "\n".join([header, *render_steps(candidate.steps, candidate.answer, result_chars)])
 
 
 def task_messages(ep: Episode, rollout: RolloutConfig | None = None) -> list[dict[str, Any]]:
@@ -260,21 +286,29 @@ def summary_messages(ep: Episode, candidates: list[Candidate], config: AgenticHe
                      rollout: RolloutConfig | None = None) -> list[dict[str, Any]]:
     """The summary model's conversation: the agent's system prompt, then `SUMMARY_PROMPT` over the K candidates."""
     system, request = task_messages(ep, rollout)
-    prompt = SUMMARY_PROMPT.format(request=request["content"], k=len(candidates), result_chars=config.result_chars,
+    template = CHOICE_PROMPT if config.choice_tool else SUMMARY_PROMPT
+    prompt = template.format(request=request["content"], k=len(candidates), result_chars=config.result_chars,
                                    candidates="\n\n".join(render_candidate(c, config.result_chars) for c in candidates))
     return [system, {"role": "user", "content": prompt}]
 
 
+def _chosen(n: Any, k: int, source: str) -> Decision:
+    """A choice of candidate `n` (an integer, or digits in a string as some models quote numbers) if it exists."""
+    if isinstance(n, str) and n.strip().isdigit():
+        n = int(n)
+    if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= k:
+        return Decision(kind="choice", chosen=n)
+    return Decision(kind="fallback", reason=f"{source} names no candidate (1..{k}): {n!r}")
+
+
 def parse_summary(text: str, k: int, native_tool_calls: list[dict[str, Any]] | None = None) -> Decision:
-    """Read the summary's output: `<choice>N</choice>` wins; else its tool calls and answer; else kind 'fallback'
-    with the reason (malformed call, out-of-range or malformed choice, or empty output) and no choice yet."""
+    """Read the summary's output: `<choice>N</choice>` or a `choose_candidate` call wins; else its tool calls and
+    answer; else kind 'fallback' with the reason (malformed call, out-of-range or malformed choice, or empty output)
+    and no choice yet."""
     visible = strip_thinking(text)
     match = _CHOICE.search(visible)
     if match:
-        n = int(match.group(1))
-        if 1 <= n <= k:
-            return Decision(kind="choice", chosen=n)
-        return Decision(kind="fallback", reason=f"<choice>{n}</choice> names no candidate (1..{k})")
+        return _chosen(int(match.group(1)), k, "<choice>")
     if "<choice" in visible:
         return Decision(kind="fallback", reason="malformed <choice> tag")
     if native_tool_calls:
@@ -282,6 +316,9 @@ def parse_summary(text: str, k: int, native_tool_calls: list[dict[str, Any]] | N
         parsed = ParsedTurn(content=visible, tool_calls=calls, errors=errors)
     else:
         parsed = parse_assistant(text)
+    choices = [c for c in parsed.tool_calls if c.name == CHOICE_TOOL]
+    if choices:
+        return _chosen(choices[0].arguments.get("candidate"), k, CHOICE_TOOL)
     if parsed.errors:
         return Decision(kind="fallback", reason="; ".join(parsed.errors))
     if not parsed.tool_calls and not parsed.content:
@@ -348,49 +385,68 @@ def _summarize_batch(policy: Policy, requests: list[GenerationRequest], sampling
         return [None] * len(requests), f"summary generation failed: {type(exc).__name__}: {exc}"
 
 
+@dataclass
+class SummaryRequest:
+    """One summary turn to sample: the prompt's messages, the request, and (tokenized) the tracker of its tokens."""
+
+    messages: list[dict[str, Any]]
+    request: GenerationRequest
+    tracker: TokenTracker | None = None
+
+
+def summary_request(ep: Episode, candidates: list[Candidate], config: AgenticHeavyConfig,
+                    rollout: RolloutConfig | None = None, tokenizer: Any = None) -> SummaryRequest:
+    """The summary turn of one episode: its prompt, offered the environment's tools (or only `choose_candidate`
+    with `config.choice_tool`), tokenized with `tokenizer` when given so that the sampled tokens can be trained."""
+    messages = summary_messages(ep, candidates, config, rollout)
+    tools = [choice_tool(len(candidates))] if config.choice_tool else ep.env.openai_tools()
+    tracker = TokenTracker(tokenizer, tools) if tokenizer is not None else None
+    prompt_ids = tracker.start(messages) if tracker is not None else None
+    return SummaryRequest(messages=messages, tracker=tracker,
+                          request=GenerationRequest(messages=messages, tools=tools, prompt_ids=prompt_ids))
+
+
+def decide(ep: Episode, candidates: list[Candidate], summary: SummaryRequest, completion: Completion | None,
+           config: AgenticHeavyConfig, error: str | None = None, method: str = "heavy") -> HeavyOutcome:
+    """Stage 3 for one episode: parse the summary's completion (None: its generation failed with `error`), fall
+    back to the self-consistency choice when unusable, commit, and record the summary's turn and tokens."""
+    text = completion.text if completion is not None else ""
+    if completion is None:
+        decision = Decision(kind="fallback", reason=error)
+    else:
+        decision = parse_summary(text, len(candidates), completion.tool_calls)
+    if decision.kind == "fallback":
+        decision.chosen = majority_choice(candidates)
+    turns, segments = [], []
+    if completion is not None:
+        turns.append(TurnRecord(index=0, version=completion.version, n_tokens=len(completion.token_ids),
+                                finish_reason=completion.finish_reason, tool_calls=decision.calls,
+                                parse_error=decision.reason))
+        if summary.tracker is not None:
+            summary.tracker.add_sampled(completion.token_ids, completion.logprobs, completion.version)
+            segments = summary.tracker.segments
+    return commit(ep, candidates, decision, method, summary.messages, text, config.commit_retries, turns, segments,
+                  error)
+
+
 def summarize(episodes: Sequence[Episode], candidates: list[list[Candidate]], summary_policy: Policy,
-              config: AgenticHeavyConfig, rollout: RolloutConfig | None = None) -> list[HeavyOutcome]:
+              config: AgenticHeavyConfig, rollout: RolloutConfig | None = None, method: str = "heavy"
+              ) -> list[HeavyOutcome]:
     """Stage 2 + 3: prompt the summary policy over each episode's candidates (batched), then commit its decision."""
     rollout = rollout or RolloutConfig()
     sampling = SamplingParams(temperature=config.summary_temperature, max_new_tokens=config.summary_max_new_tokens,
                               seed=config.seed)
     tokenizer = getattr(summary_policy, "tokenizer", None)
-    prompts, trackers, requests = [], [], []
-    for ep, cands in zip(episodes, candidates):
-        messages = summary_messages(ep, cands, config, rollout)
-        tools = ep.env.openai_tools()
-        tracker = TokenTracker(tokenizer, tools) if tokenizer is not None else None
-        prompt_ids = tracker.start(messages) if tracker is not None else None
-        prompts.append(messages)
-        trackers.append(tracker)
-        requests.append(GenerationRequest(messages=messages, tools=tools, prompt_ids=prompt_ids))
+    summaries = [summary_request(ep, cands, config, rollout, tokenizer) for ep, cands in zip(episodes, candidates)]
     completions: list[Completion | None] = []
     errors: list[str | None] = []
-    for start in range(0, len(requests), rollout.max_batch):
-        batch, error = _summarize_batch(summary_policy, requests[start:start + rollout.max_batch], sampling)
+    for start in range(0, len(summaries), rollout.max_batch):
+        batch, error = _summarize_batch(summary_policy, [s.request for s in summaries[start:start + rollout.max_batch]],
+                                        sampling)
         completions += batch
         errors += [error] * len(batch)
-    outcomes = []
-    for ep, cands, prompt, tracker, completion, error in zip(episodes, candidates, prompts, trackers, completions,
-                                                            errors):
-        text = completion.text if completion is not None else ""
-        if completion is None:
-            decision = Decision(kind="fallback", reason=error)
-        else:
-            decision = parse_summary(text, len(cands), completion.tool_calls)
-        if decision.kind == "fallback":
-            decision.chosen = majority_choice(cands)
-        turns, segments = [], []
-        if completion is not None:
-            turns.append(TurnRecord(index=0, version=completion.version, n_tokens=len(completion.token_ids),
-                                    finish_reason=completion.finish_reason, tool_calls=decision.calls,
-                                    parse_error=decision.reason))
-            if tracker is not None:
-                tracker.add_sampled(completion.token_ids, completion.logprobs, completion.version)
-                segments = tracker.segments
-        outcomes.append(commit(ep, cands, decision, "heavy", prompt, text, config.commit_retries, turns, segments,
-                               error))
-    return outcomes
+    return [decide(ep, cands, summary, completion, config, error, method)
+            for ep, cands, summary, completion, error in zip(episodes, candidates, summaries, completions, errors)]
 
 
 def run_agentic_heavy(episodes: Sequence[Episode], policy: Policy, config: AgenticHeavyConfig | None = None,

@@ -12,6 +12,7 @@ from toolgym.agent.rollout import RolloutConfig
 from toolgym.device import Device
 from toolgym.policy.constrained import ConstraintMode
 from toolgym.rl.manager import ManagerConfig
+from toolgym.rl.self_verify import SelfVerification
 from toolgym.validation import problems
 
 
@@ -80,6 +81,8 @@ class RLConfig(BaseModel):
     manager: ManagerConfig = Field(default_factory=ManagerConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    self_verify: SelfVerification = Field(default_factory=SelfVerification)
+    """Self-verification as an auxiliary task (rl.self_verify): the share of task groups the policy also judges."""
     seed: int = 0
 
     @model_validator(mode="after")
@@ -88,6 +91,13 @@ class RLConfig(BaseModel):
         if self.engine == "vllm-server" and (self.controllers or self.runtime != "local"):
             raise ValueError("engine vllm-server runs with runtime local and controllers 0 (one client publishes "
                              "weights to the server)")
+        return self
+
+    @model_validator(mode="after")
+    def _self_verify_local(self) -> RLConfig:
+        """Judgments are played by the manager's group player, which only the in-process runtime runs."""
+        if self.self_verify.ratio > 0 and (self.controllers or self.runtime != "local"):
+            raise ValueError("self_verify runs with runtime local and controllers 0")
         return self
 
     @classmethod

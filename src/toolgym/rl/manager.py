@@ -2,6 +2,10 @@
 (no batch barrier). Which task a new group gets comes from the dynamic budget (running pass rates, a greedy
 heap over task value) filtered by the curriculum; groups can be noisy at the noise curriculum's levels.
 
+What a group is comes from its player (`GroupPlayer`): by default `play_task`, the task's own rollouts; RL of Heavy
+Thinking's summary stage (heavy.summary_rl) plays summaries instead, and self-verification (rl.self_verify) adds the
+policy's judgments of each group as a second group.
+
 Group ids are sequential; every group's task and seeds derive from its id, so a group that was in flight when a
 run stopped is regenerated identically on resume (`pending` in the state)."""
 
@@ -13,6 +17,7 @@ import threading
 import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from pydantic import BaseModel
 
@@ -69,13 +74,27 @@ async def play_group(client: BatchedPolicy, gid: int, task: Task, cfg: ManagerCo
                        created_step=step)
 
 
+async def play_task(client: BatchedPolicy, gid: int, task: Task, cfg: ManagerConfig, rollout: RolloutConfig,
+                    noise_levels: dict[str, float] | None, step: int) -> list[SampleGroup]:
+    """The default player: the task's own group of rollouts."""
+    return [await play_group(client, gid, task, cfg, rollout, noise_levels, step)]
+
+
+class GroupPlayer(Protocol):
+    """Plays group `gid` of `task`; returns the task's group first (its rewards feed the rollout budget), then any
+    auxiliary groups trained beside it."""
+
+    async def __call__(self, client: BatchedPolicy, gid: int, task: Task, cfg: ManagerConfig, rollout: RolloutConfig,
+                       noise_levels: dict[str, float] | None, step: int) -> list[SampleGroup]: ...
+
+
 class RolloutManager:
     """Produces SampleGroups from tasks with a Policy; `run` streams them, `generate` is the synchronous baseline."""
 
     def __init__(self, tasks: Sequence[Task], policy: Policy, queue: SampleQueue | None, cfg: ManagerConfig,
                  rollout: RolloutConfig, tracker: PassRateTracker | None = None,
                  curriculum: TaskCurriculum | None = None, noise: NoiseCurriculum | None = None,
-                 step: Callable[[], int] = lambda: 0, max_queued: int | None = None):
+                 step: Callable[[], int] = lambda: 0, max_queued: int | None = None, play: GroupPlayer = play_task):
         if not tasks:
             raise ValueError("the rollout manager needs at least one task")
         self.tasks = {t.id: t for t in tasks}
@@ -87,6 +106,7 @@ class RolloutManager:
         self.curriculum = curriculum
         self.noise = noise
         self.step = step
+        self.play = play
         self.next_group = 0
         self.plan: deque[str] = deque()
         self.pending: dict[int, str] = {}
@@ -98,6 +118,7 @@ class RolloutManager:
         staleness bound would only go stale (rollouts on another engine, such as vLLM, can outrun the trainer)."""
         self.lock = threading.RLock()  # delivering into a full queue evicts a group, which regenerate re-plans
         self._recent: list[float] = []
+        self._recent_aux: dict[str, list[float]] = {}
 
     def _refill_plan(self) -> None:
         tasks = list(self.tasks.values())
@@ -126,16 +147,20 @@ class RolloutManager:
 
     async def run_group(self, client: BatchedPolicy, gid: int, tid: str) -> SampleGroup:
         levels = self.noise.levels if self.noise is not None else None
-        group = await play_group(client, gid, self.tasks[tid], self.cfg, self.rollout, levels, self.step())
-        self.deliver(gid, group)
+        group, *extra = await self.play(client, gid, self.tasks[tid], self.cfg, self.rollout, levels, self.step())
+        self.deliver(gid, group, extra)
         return group
 
-    def deliver(self, gid: int, group: SampleGroup) -> None:
-        """Hand a finished group to the queue; atomic with respect to `snapshot`, so no group is lost or doubled."""
+    def deliver(self, gid: int, group: SampleGroup, extra: Sequence[SampleGroup] = ()) -> None:
+        """Hand a finished group (and its auxiliary groups) to the queue; atomic with respect to `snapshot`, so no
+        group is lost or doubled. Only the task's group feeds the budget and the reward curve."""
         with self.lock:
             self.tracker.update(group.task_id, group.rewards)
             self._recent.extend(group.rewards)
-            self.queue.put(group)
+            for g in extra:
+                self._recent_aux.setdefault(g.kind, []).extend(g.rewards)
+            for g in (group, *extra):
+                self.queue.put(g)
             self.pending.pop(gid, None)
             self.finished += 1
 
@@ -179,6 +204,12 @@ class RolloutManager:
         (the trained groups alone over-represent tasks that are neither solved nor hopeless)."""
         with self.lock:
             recent, self._recent = self._recent, []
+            return recent
+
+    def take_recent_auxiliary(self) -> dict[str, list[float]]:
+        """Rewards of every auxiliary rollout (by group kind) delivered since the last call, trainable or not."""
+        with self.lock:
+            recent, self._recent_aux = self._recent_aux, {}
             return recent
 
     def regenerate(self, group: SampleGroup) -> None:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -33,6 +34,8 @@ class SampleGroup(BaseModel):
     domain: str
     trajectories: list[Trajectory]
     created_step: int = 0
+    kind: Literal["task", "verify"] = "task"
+    """"task": rollouts of the task itself; "verify": the policy's judgments of such rollouts (rl.self_verify)."""
 
     @property
     def rewards(self) -> list[float]:

@@ -28,7 +28,7 @@ from toolgym.policy.base import Completion, GenerationRequest, Policy, SamplingP
 from toolgym.rl.budget import PassRateTracker
 from toolgym.rl.config import RLConfig
 from toolgym.rl.curriculum import TaskCurriculum
-from toolgym.rl.manager import RolloutManager
+from toolgym.rl.manager import GroupPlayer, RolloutManager, play_task
 from toolgym.rl.metrics import MetricsLogger
 from toolgym.rl.queue import SampleGroup, SampleQueue
 from toolgym.tasks.model import Task
@@ -101,8 +101,9 @@ class TrainingRun:
     """One RL run with injected policy and trainer (see `train_from_config` for the real ones)."""
 
     def __init__(self, cfg: RLConfig, tasks: Sequence[Task], policy: Policy, trainer: TrainerLike,
-                 show_progress: bool = True):
+                 show_progress: bool = True, play: GroupPlayer = play_task):
         self.cfg = cfg
+        self.play = play
         self.out = Path(cfg.out)
         self.policy = SyncedPolicy(policy)
         self.trainer = trainer
@@ -122,7 +123,7 @@ class TrainingRun:
         """The rollout manager of this run (runtimes that run rollouts elsewhere return their own)."""
         return RolloutManager(tasks, self.policy, None, self.cfg.manager, self.cfg.rollout, self.tracker,
                               self.curriculum, self.noise, step=lambda: self.state.step,
-                              max_queued=self.cfg.groups_per_step * (self.cfg.max_staleness + 1))
+                              max_queued=self.cfg.groups_per_step * (self.cfg.max_staleness + 1), play=self.play)
 
     @property
     def ckpt(self) -> Path:
@@ -192,7 +193,8 @@ class TrainingRun:
         self.state.step += 1
         self.state.trained.extend(g.group_id for g in groups)
         self.state.idle_seconds += waited
-        trajs = [t for g in groups for t in g.trajectories]
+        trajs = [t for g in groups if g.kind == "task" for t in g.trajectories]
+        judged = [t.reward for g in groups if g.kind == "verify" for t in g.trajectories]
         by_domain: dict[str, list[float]] = {}
         for t in trajs:
             by_domain.setdefault(t.domain, []).append(float(t.passed))
@@ -204,6 +206,7 @@ class TrainingRun:
             self.curriculum.update(sum(t.passed for t in trajs) / max(1, len(trajs)))
         q = self.queue.stats()
         rollouts = self.manager.take_recent_rewards()
+        verdicts = self.manager.take_recent_auxiliary().get("verify", [])
         row = {
             "step": self.state.step, "version": self.trainer.version, "reward": sum(t.reward for t in trajs) / max(1, len(trajs)),
             "rollout_reward": sum(rollouts) / len(rollouts) if rollouts else None, "rollouts": len(rollouts),
@@ -212,6 +215,8 @@ class TrainingRun:
             "queue_depth": q.depth, "dropped_stale": q.dropped_stale, "dropped_no_signal": q.dropped_no_signal,
             "trainer_idle_fraction": self.state.idle_seconds / max(1e-9, self.state.wall_seconds),
             "wait_seconds": waited, "noise_levels": dict(self.noise.levels) if self.noise else {},
+            "verify_accuracy": sum(verdicts) / len(verdicts) if verdicts else None, "verify_judgments": len(verdicts),
+            "verify_trained": len(judged),
             **stats,
         }
         log.write(row)
@@ -275,6 +280,13 @@ class TrainingRun:
                           queue=self.queue.stats().model_dump(), interrupted=interrupted, stopped_reason=reason)
 
 
+def configured_player(cfg: RLConfig) -> GroupPlayer:
+    """The group player `cfg` asks for: the task's rollouts, plus the policy's judgments of them with self_verify."""
+    from toolgym.rl.self_verify import SelfVerifyingPlayer
+
+    return SelfVerifyingPlayer(cfg.self_verify, cfg.seed) if cfg.self_verify.ratio > 0 else play_task
+
+
 def train_from_config(cfg: RLConfig, resume: bool = False, show_progress: bool = True) -> RunSummary:
     """Build the real policy (transformers or vLLM) and trainer from `cfg.model`; run on the configured runtime."""
     from toolgym.jsonl import read_jsonl
@@ -308,5 +320,5 @@ def train_from_config(cfg: RLConfig, resume: bool = False, show_progress: bool =
 
             run = RayTrainingRun(cfg, tasks, make_policy, trainer, show_progress)
         else:
-            run = TrainingRun(cfg, tasks, make_policy(), trainer, show_progress)
+            run = TrainingRun(cfg, tasks, make_policy(), trainer, show_progress, configured_player(cfg))
         return run.run(resume=resume)

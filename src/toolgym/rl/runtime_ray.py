@@ -185,6 +185,10 @@ class ManagerActor:
         """RolloutManager.take_recent_rewards."""
         return self.manager.take_recent_rewards()
 
+    def take_recent_auxiliary(self) -> dict[str, list[float]]:
+        """RolloutManager.take_recent_auxiliary."""
+        return self.manager.take_recent_auxiliary()
+
     def error(self) -> BaseException | None:
         """The exception that stopped streaming, if any."""
         return self.manager.error
@@ -230,6 +234,10 @@ class ManagerClient:
     def take_recent_rewards(self) -> list[float]:
         """Rewards of every rollout the actor delivered since the last call."""
         return ray.get(self.actor.take_recent_rewards.remote())
+
+    def take_recent_auxiliary(self) -> dict[str, list[float]]:
+        """Rewards of every auxiliary rollout the actor delivered since the last call, by group kind."""
+        return ray.get(self.actor.take_recent_auxiliary.remote())
 
     def sync(self, step: int) -> None:
         """Push the driver's step and its curricula (`self.curriculum`, `self.noise`) to the actor."""
