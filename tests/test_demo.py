@@ -137,3 +137,50 @@ def test_compare_needs_a_finished_demo_directory(tmp_path):
     assert result.exit_code == 1 and "demo_config.json" in result.output
     result = CliRunner().invoke(app, ["compare", "select", "--demo", str(tmp_path), "--fraction", "0"])
     assert result.exit_code != 0 and "--fraction" in result.output
+
+
+def test_compare_verify_scores_both_models_as_judges_and_keeps_the_agreement_curve(demo_run, tmp_path, monkeypatch):
+    """On a copy of the toy demo whose RL stage is its SFT model (the toy's RL has no signal to train on), with RL
+    itself stubbed (it is tested in test_self_verify.py and test_judges_learn.py): the comparison evaluates the arm,
+    judges the baseline's episodes with both models and keeps the per-step agreement."""
+    import shutil
+
+    import toolgym.demo_compare as demo_compare
+    from toolgym.rl.runtime_local import RunSummary
+
+    _, out = demo_run
+    demo = tmp_path / "demo"
+    shutil.copytree(out, demo, ignore=shutil.ignore_patterns("compare-*", "recipe"))
+    shutil.copytree(demo / "sft", demo / "rl" / "model", dirs_exist_ok=True)
+    lines = (demo / "report" / "trajectories.jsonl").read_text().splitlines()
+    relabelled = [json.dumps({**row, "run": "rl held-out basic clean"}) for row in map(json.loads, lines)
+                  if row["run"] == "sft held-out basic clean"]
+    (demo / "report" / "trajectories.jsonl").write_text("\n".join(lines + relabelled) + "\n")
+    (demo / "demo_config.json").write_text(json.dumps({**json.loads((demo / "demo_config.json").read_text()),
+                                                      "out": str(demo)}))
+    asked = {}
+
+    def fake_rl(cfg, model, tasks, tasks_file, run_out, rollout, steps, self_verify=None, play=None):
+        asked.update(model=model, steps=steps, ratio=self_verify.ratio)
+        shutil.copytree(model, run_out / "model")
+        rows = [{"step": 1, "verify_accuracy": None, "verify_judgments": 0},
+                {"step": 2, "verify_accuracy": 0.25, "verify_judgments": 8}]
+        (run_out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return RunSummary(steps=2, trained_groups=2, samples_per_s=1.0, trainer_idle_fraction=0.0, queue={})
+
+    monkeypatch.setattr(demo_compare, "train_rl", fake_rl)
+    demo_compare.compare_verification(demo, 0.5)
+    assert asked == {"model": demo / "sft", "steps": json.loads((demo / "demo_config.json").read_text())["rl_steps"],
+                     "ratio": 0.5}
+    results = json.loads((demo / "compare-verify" / "results.json").read_text())
+    (arm,) = results["arms"]
+    assert arm["name"] == "RL + self-verification 0.5" and arm["difference"] == 0.0, "the same model, the same tasks"
+    assert results["verification_curve"] == [{"step": 2, "agreement": 0.25, "judgments": 8,
+                                               "series": "judgments of the rollouts since the last step"}]
+    assert (demo / "compare-verify" / "verification_accuracy.png").stat().st_size > 0
+    basic = sum(1 for t in read_jsonl(demo / "heldout_tasks.jsonl", Task) if len(t.gold_chain) == 1)
+    scores = results["verification_on_heldout"]
+    assert set(scores) == {"demo RL", "RL + self-verification 0.5"}
+    for score in scores.values():
+        assert score["episodes"] == basic and 0 <= score["balanced_accuracy"] <= 1
+    assert "RL + self-verification 0.5" in (demo / "recipe" / "recipe.md").read_text()

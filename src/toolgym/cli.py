@@ -641,6 +641,56 @@ def compare_experts_cmd(
     _print_comparison(lambda: compare_experts(demo, distill_tasks, distill_trials, console))
 
 
+@compare_app.command("summary")
+def compare_summary_cmd(
+    demo: DemoDirOpt,
+    tasks: Annotated[int, typer.Option(help="Basic training tasks whose K candidates become summary training cases "
+                                            "(only cases with a passing and a failing candidate are kept).",
+                                       min=1)] = 160,
+    steps: Annotated[Optional[int], typer.Option(help="RL steps of the summary model (default: the demo's RL "
+                                                      "steps).", min=1)] = None,
+    choice_tool: Annotated[bool, typer.Option("--choice-tool/--free-summary",
+                                              help="The summary chooses by calling a choose_candidate tool; "
+                                                   "--free-summary lets it also write calls itself.")] = True,
+) -> None:
+    """RL for Heavy Thinking's summary stage: a summary model trained with GSPO to pick among the demo RL model's K
+    candidates (reward: the verifier's verdict on the committed choice), compared on the held-out basic tasks with
+    the untrained summary (baseline), single, self-consistency@K and best-of-K (oracle), all over the same
+    candidates. Writes DEMO/compare-summary/."""
+    from toolgym.demo_compare import compare_summary
+
+    _print_comparison(lambda: compare_summary(demo, tasks, steps, choice_tool, console))
+
+
+@compare_app.command("verify")
+def compare_verify_cmd(
+    demo: DemoDirOpt,
+    ratio: Annotated[float, typer.Option(help="Share of RL groups whose episodes the policy also judges.",
+                                         min=0.0, max=1.0)] = 0.5,
+) -> None:
+    """Self-verification as an auxiliary task: the demo's RL (same steps and settings) with the policy also judging
+    a share of its own episodes (reward: agreement with the verifier), against the demo's RL model; also scores both
+    models as judges of the demo RL model's held-out episodes and plots agreement during training.
+    Writes DEMO/compare-verify/."""
+    from toolgym.demo_compare import compare_verification
+
+    if ratio <= 0:
+        raise typer.BadParameter(f"must be above 0 (0 is the demo's RL itself), got {ratio}", param_hint="'--ratio'")
+    _print_comparison(lambda: compare_verification(demo, ratio, console))
+
+
+@compare_app.command("report")
+def compare_report_cmd(demo: DemoDirOpt) -> None:
+    """One table of every comparison run on the demo so far (each arm vs its baseline, pass@1 with the paired 95%
+    interval, the command that produced it and its CPU time): DEMO/recipe/recipe.md and DEMO/recipe/report.html.
+    Each `toolgym compare` item also brings it up to date when it finishes."""
+    from toolgym.demo_compare import recipe_report
+
+    path = recipe_report(demo)
+    console.print((demo / "recipe" / "recipe.md").read_text())
+    console.print(f"written: {path}")
+
+
 @app.command("merge")
 def merge_cmd(
     base: Annotated[Path, typer.Option(help="The checkpoint every expert was fine-tuned from.", exists=True)],

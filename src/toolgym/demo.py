@@ -41,8 +41,9 @@ from toolgym.policy.base import SamplingParams
 from toolgym.policy.hf import HFPolicy, load_tokenizer, quiet_transformers
 from toolgym.policy.pretrain import RECIPES, pretrain
 from toolgym.rl.config import RLConfig, TrainerConfig
-from toolgym.rl.manager import ManagerConfig
-from toolgym.rl.runtime_local import RunSummary, TrainingRun
+from toolgym.rl.manager import GroupPlayer, ManagerConfig
+from toolgym.rl.runtime_local import RunSummary, TrainingRun, configured_player
+from toolgym.rl.self_verify import SelfVerification
 from toolgym.rl.trainer import Trainer
 from toolgym.sft.data import sft_examples
 from toolgym.sft.trainer import SFTConfig, train_sft
@@ -128,18 +129,20 @@ def evaluate_conditions(cfg: DemoConfig, path: Path, tag: str, chosen: list[tupl
 
 
 def train_rl(cfg: DemoConfig, model: Path, tasks: list[Task], tasks_file: Path, out: Path, rollout: RolloutConfig,
-             steps: int) -> RunSummary:
-    """The demo's asynchronous GSPO stage: `steps` steps on `tasks` (written in `tasks_file`) from `model`; the
-    trained model is saved (with the tokenizer) to out/model when any step ran."""
+             steps: int, self_verify: SelfVerification | None = None, play: GroupPlayer | None = None) -> RunSummary:
+    """The demo's asynchronous GSPO stage: `steps` steps on `tasks` (written in `tasks_file`) from `model`, with
+    `self_verify` mixed in, or groups from `play` (default: the configured player); the trained model is saved (with
+    the tokenizer) to out/model when any step ran."""
     rl_cfg = RLConfig(model=str(model), tasks=str(tasks_file), out=str(out), steps=steps,
                       groups_per_step=cfg.groups_per_step, checkpoint_every=8, max_wait_seconds=cfg.rl_max_wait,
                       constrain=cfg.constrain,
                       manager=ManagerConfig(group_size=cfg.group_size, inflight_groups=2 * cfg.groups_per_step,
                                             seed=cfg.seed),
-                      trainer=TrainerConfig(lr=cfg.rl_lr, device=cfg.device), rollout=rollout, seed=cfg.seed)
+                      trainer=TrainerConfig(lr=cfg.rl_lr, device=cfg.device), rollout=rollout, seed=cfg.seed,
+                      self_verify=self_verify or SelfVerification())
     trainer = Trainer(rl_cfg.model, rl_cfg.trainer)
     summary = TrainingRun(rl_cfg, tasks, HFPolicy(rl_cfg.model, device=cfg.device, constrain=cfg.constrain),
-                          trainer).run()
+                          trainer, play=play or configured_player(rl_cfg)).run()
     if summary.steps:
         with quiet_transformers():
             trainer.model.save_pretrained(out / "model")
