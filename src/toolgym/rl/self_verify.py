@@ -1,15 +1,15 @@
 """Self-verification as an auxiliary RL task: the policy judges its own on-policy episodes, rewarded by agreement
 with the verifier.
 
-After a task group is played, a seeded share (`SelfVerification.ratio`) of groups is also judged: each episode,
-compressed as Heavy Thinking compresses candidates (the calls that ran with cut results, the user's replies, the
-final answer), is shown to the same policy with `VERIFY_PROMPT`, and the only tool offered is `submit_verdict`
-(`satisfied`: boolean, `reason`: string), so a model trained on tool calls answers in a form it already writes. A
-judgment's reward is 1 when `satisfied` equals the verifier's verdict on that episode and 0 otherwise (no parseable
-verdict counts as disagreement). One episode of a judged group, drawn with the same seed, is judged G times (the
-group size): those G judgments of one prompt form a second SampleGroup (kind "verify") that the queue and trainer
-treat like any other (group-relative advantages, GSPO, staleness bound). Judging every episode once instead (a group
-of G prompts) left the switchboard judge stuck at a constant verdict in half the runs.
+After a task group is played, a seeded share (`SelfVerification.ratio`) of groups is also judged: one of its episodes,
+drawn with the same seed and compressed as Heavy Thinking compresses candidates (the calls that ran with cut results,
+the user's replies, the final answer), is shown G times (the group size) to the same policy with `VERIFY_PROMPT`, and
+the only tool offered is `submit_verdict` (`satisfied`: boolean, `reason`: string), so a model trained on tool calls
+answers in a form it already writes. A judgment's reward is 1 when `satisfied` equals the verifier's verdict on that
+episode and 0 otherwise (no parseable verdict counts as disagreement). The G judgments of one prompt form a second
+SampleGroup (kind "verify") that the queue and trainer treat like any other (group-relative advantages, GSPO,
+staleness bound). Judging every episode of the group once instead (a group of G prompts) ended the switchboard judge
+at 0.50 (a constant verdict), 0.65 and 0.79 in three runs, against 0.90-0.98 this way (tests/test_judges_learn.py).
 """
 
 from __future__ import annotations
