@@ -257,7 +257,8 @@ def compare_summary(demo_dir: Path, n_tasks: int = 160, steps: int | None = None
                                 choice_tool=choice_tool)
     start = time.process_time()
     train = [t for t in comp.train if len(t.gold_chain) == 1][:n_tasks]
-    cases = collect_cases(train, HFPolicy(rl, device=cfg.device, constrain=cfg.constrain), config, eval_rollout)
+    candidate_policy = HFPolicy(rl, device=cfg.device, constrain=cfg.constrain)
+    cases = collect_cases(train, candidate_policy, config, eval_rollout)
     mixed = [c for c in cases if c.any_passed and not all(x.passed for x in c.candidates)]
     write_jsonl(comp.out / "cases.jsonl", mixed)
     console.print(f"{len(mixed)} of {len(cases)} training cases have a passing and a failing candidate")
@@ -274,7 +275,7 @@ def compare_summary(demo_dir: Path, n_tasks: int = 160, steps: int | None = None
         raise RuntimeError(f"the summary model trained no step: {summary.stopped_reason}")
     trained_seconds = time.process_time() - start
     start = time.process_time()
-    runs = evaluate_heavy(HFPolicy(rl, device=cfg.device, constrain=cfg.constrain), comp.heldout, 1, cfg.heavy_k,
+    runs = evaluate_heavy(candidate_policy, comp.heldout, 1, cfg.heavy_k,
                           rollout=eval_rollout, seed=cfg.seed, config=config, policy_name=str(rl),
                           summarizers={"RL-trained summary": HFPolicy(comp.out / "model", device=cfg.device,
                                                                       constrain=cfg.constrain)})

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -87,28 +88,35 @@ def habit_example(task: Task, tools: list[dict], rng: random.Random, right_share
                          else BUTTONS[(BUTTONS.index(asked) + 1) % len(BUTTONS)])
 
 
+def switchboard_tasks() -> tuple[list[Task], list[dict]]:
+    """(the four button tasks, the four buttons as OpenAI tools)."""
+    env = Environment(load_domain(str(SPEC)), list(BUTTONS), env_id="switchboard")
+    tasks, tools = [button_task(env, b) for b in BUTTONS], env.openai_tools()
+    env.close()
+    return tasks, tools
+
+
 def switchboard_tools() -> list[dict]:
     """The four buttons as OpenAI tools."""
-    env = Environment(load_domain(str(SPEC)), list(BUTTONS), env_id="switchboard")
-    tools = env.openai_tools()
-    env.close()
-    return tools
+    return switchboard_tasks()[1]
+
+
+def reply_probabilities(model: Any, tokenizer: Any, examples: list[SFTExample]) -> torch.Tensor:
+    """The probability the model gives each example's trained replies, normalised over the examples (conversations
+    that differ only in their replies): an exact, noise-free read of which one a policy would write."""
+    batch = collate([tokenize_example(tokenizer, e) for e in examples], tokenizer.pad_token_id)
+    with torch.no_grad():
+        scores = (token_logprobs(model, batch["input_ids"], batch["attention_mask"]) * batch["loss_mask"][:, 1:]).sum(-1)
+    return scores.softmax(-1)
 
 
 def choice_probabilities(model_dir: str | Path, tasks: list[Task]) -> list[float]:
     """Per task, the probability the model gives the asked-for button's call, normalised over the four buttons'
-    calls: an exact, noise-free read of which button a policy would press (sampled pass rates need many trials)."""
+    calls (`reply_probabilities`; sampled pass rates need many trials)."""
     tokenizer, model, tools = load_tokenizer(model_dir), load_causal_lm(model_dir).eval(), switchboard_tools()
-    probabilities = []
-    for task in tasks:
-        calls = [press_example(task, tools, b).model_copy(update={"train": [True, False]}) for b in BUTTONS]
-        rows = [tokenize_example(tokenizer, call) for call in calls]
-        batch = collate(rows, tokenizer.pad_token_id)
-        with torch.no_grad():
-            scores = (token_logprobs(model, batch["input_ids"], batch["attention_mask"])
-                      * batch["loss_mask"][:, 1:]).sum(-1)
-        probabilities.append(scores.softmax(-1)[BUTTONS.index(task.gold_chain[0].name)].item())
-    return probabilities
+    return [reply_probabilities(model, tokenizer, [press_example(task, tools, b).model_copy(
+                update={"train": [True, False]}) for b in BUTTONS])[BUTTONS.index(task.gold_chain[0].name)].item()
+            for task in tasks]
 
 
 def button_candidate(index: int, task: Task, pressed: bool) -> Candidate:
@@ -173,7 +181,7 @@ def verdict_example(episode: Trajectory, right: bool) -> SFTExample:
 
 
 def choice_pairs(tasks: list[Task]) -> list[tuple[SFTExample, SFTExample]]:
-    """(right, wrong) summary conversations of the 12 choice cases."""
+    """(right, wrong) summary conversations of the 8 choice cases."""
     return [(choice_example(c, True), choice_example(c, False)) for c in choice_cases(tasks)]
 
 
@@ -186,14 +194,7 @@ def verdict_pairs(tasks: list[Task]) -> list[tuple[SFTExample, SFTExample]]:
 def judge_probabilities(model_dir: str | Path, pairs: list[tuple[SFTExample, SFTExample]]) -> list[float]:
     """Per (right, wrong) pair, the probability the model gives the right reply, normalised over the two."""
     tokenizer, model = load_tokenizer(model_dir), load_causal_lm(model_dir).eval()
-    probabilities = []
-    for pair in pairs:
-        batch = collate([tokenize_example(tokenizer, e) for e in pair], tokenizer.pad_token_id)
-        with torch.no_grad():
-            scores = (token_logprobs(model, batch["input_ids"], batch["attention_mask"])
-                      * batch["loss_mask"][:, 1:]).sum(-1)
-        probabilities.append(scores.softmax(-1)[0].item())
-    return probabilities
+    return [reply_probabilities(model, tokenizer, list(pair))[0].item() for pair in pairs]
 
 
 def warm_judges(root: Path, repeats: int, epochs: int, seed: int = 0) -> tuple[list[Task], Path]:
@@ -201,10 +202,7 @@ def warm_judges(root: Path, repeats: int, epochs: int, seed: int = 0) -> tuple[l
     `repeats` copies of every choice and verdict conversation, each answered rightly one time in four, and of every
     task, answered by pressing the asked button half the time and by pressing nothing otherwise (so the episodes it
     plays, and judges under self-verification, pass or fail visibly)."""
-    env = Environment(load_domain(str(SPEC)), list(BUTTONS), env_id="switchboard")
-    tasks = [button_task(env, b) for b in BUTTONS]
-    tools = env.openai_tools()
-    env.close()
+    tasks, tools = switchboard_tasks()
     rng = random.Random(seed)
     pairs = choice_pairs(tasks) + verdict_pairs(tasks)
     habits = [pair[0] if rng.random() < 0.25 else pair[1] for pair in pairs * repeats]
@@ -223,10 +221,7 @@ def warm_switchboard(root: Path, repeats: int, epochs: int, seed: int = 0,
     """(the four button tasks, a warmed-up model dir under `root`): a model built from scratch, then fine-tuned on
     `repeats` habit conversations per button for `epochs` epochs (30 with 64 repeats: enough to read the button).
     The model is 64 wide with `num_heads` attention heads (vLLM's CPU attention needs heads of 32 or wider: 2)."""
-    env = Environment(load_domain(str(SPEC)), list(BUTTONS), env_id="switchboard")
-    tasks = [button_task(env, b) for b in BUTTONS]
-    tools = env.openai_tools()
-    env.close()
+    tasks, tools = switchboard_tasks()
     rng = random.Random(seed)
     habits = [habit_example(t, tools, rng) for t in tasks * repeats]
     tiny = build_tiny_model([render(e.messages, tools) for e in habits], root / "tiny", vocab_size=400,
