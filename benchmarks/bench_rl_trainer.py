@@ -46,7 +46,8 @@ from toolgym.agent.trajectory import TokenSegment, Trajectory
 from toolgym.assets import TINY_BASE
 from toolgym.rl.config import TrainerConfig
 from toolgym.rl.queue import SampleGroup
-from toolgym.rl.trainer import Trainer, token_logprobs
+from toolgym.policy.logprobs import token_logprobs
+from toolgym.rl.trainer import Trainer
 
 GROUPS = 4
 GROUP_SIZE = 8

@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 from toolgym.cli import app
 from toolgym.demo import main, task_sets
-from toolgym.demo_config import DemoConfig
+from toolgym.demo_config import PRESETS, DemoConfig
 from toolgym.jsonl import read_jsonl
 from toolgym.tasks.model import Task
 
-SMALL = dict(envs_per_domain=6, heldout_envs=3, basic_per_env=2, multi_per_env=1, heldout_basic_per_env=2,
+SMALL = dict(model="tiny", envs_per_domain=6, heldout_envs=3, basic_per_env=2, multi_per_env=1, heldout_basic_per_env=2,
              heldout_multi_per_env=1, side_eval_tasks=3, train_eval_tasks=4, sft_steps=2, rl_steps=1, rl_max_wait=5.0, groups_per_step=1,
              group_size=2, eval_k=1, heavy_k=2, max_turns=2, max_new_tokens=16)
 
@@ -94,6 +94,20 @@ def test_task_sets_depend_only_on_the_seed():
 def test_demo_config_rejects_what_the_pipeline_cannot_run(change, field):
     with pytest.raises(ValueError, match=field):
         DemoConfig(**{**SMALL, **change})
+
+
+def test_each_model_brings_its_own_defaults_and_explicit_settings_win():
+    tiny, smol = DemoConfig(model="tiny"), DemoConfig()
+    assert smol.model == "smollm2" and smol.base is None
+    assert {k: getattr(tiny, k) for k in PRESETS["tiny"]} == PRESETS["tiny"]
+    assert tiny.sft_lr != smol.sft_lr
+    assert DemoConfig(model="tiny", sft_lr=0.5).sft_lr == 0.5
+
+
+@pytest.mark.parametrize("change", [{"from_scratch": True}, {"model": "tiny", "from_scratch": True, "base": "x"}])
+def test_pretraining_from_scratch_is_only_for_the_tiny_model_without_a_base(change):
+    with pytest.raises(ValueError, match="from_scratch"):
+        DemoConfig(**change)
 
 
 def test_demo_command_reports_a_bad_configuration_without_running(tmp_path):

@@ -29,6 +29,7 @@ from toolgym.rl.runtime_local import TrainingRun
 from toolgym.rl.self_verify import SelfVerification, judge_episode
 from toolgym.rl.switchboard import (
     CHOICE_CONFIG,
+    PRECISION,
     choice_cases,
     choice_pairs,
     judge_probabilities,
@@ -42,7 +43,7 @@ from toolgym.rl.trainer import Trainer
 def _train(warm, tmp_path, tasks, play, lr):
     cfg = judge_rl_config(warm, tmp_path / "rl", steps=30, lr=lr)
     trainer = Trainer(cfg.model, cfg.trainer)
-    summary = TrainingRun(cfg, tasks, HFPolicy(warm, constrain="none"), trainer, show_progress=False, play=play).run()
+    summary = TrainingRun(cfg, tasks, HFPolicy(warm, constrain="none", precision=PRECISION), trainer, show_progress=False, play=play).run()
     assert summary.steps >= 10, summary.stopped_reason
     trainer.model.save_pretrained(tmp_path / "after")
     load_tokenizer(warm).save_pretrained(tmp_path / "after")

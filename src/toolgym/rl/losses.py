@@ -3,7 +3,9 @@
 
 Shapes: `logprobs`, `old_logprobs` and `mask` are [B, T]; `mask` is 1 on the model's own tokens and 0 on tool, user,
 system and padding tokens; `advantages` is [B]. `old_logprobs` and `advantages` are treated as constants (detached).
-Rows whose mask is empty contribute nothing and are left out of the mean over sequences.
+Rows whose mask is empty contribute nothing and are left out of the mean over sequences. `weights` ([B], optional,
+detached) scales each sequence's objective: the behaviour-policy correction when `old_logprobs` are a recomputed
+proximal policy rather than the sampler's own (decoupled PPO, as AReaL does).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -59,13 +61,18 @@ def _stats(ratios: torch.Tensor, clipped: torch.Tensor) -> dict[str, float]:
             "ratio_max": ratios.max().item(), "ratio_min": ratios.min().item()}
 
 
-def _mean_over_sequences(per_sequence: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean over sequences with a non-empty mask; 0 (still attached to the graph) when there are none."""
+def _mean_over_sequences(per_sequence: torch.Tensor, valid: torch.Tensor,
+                         weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over sequences with a non-empty mask, each scaled by its weight; 0 (still attached to the graph) when
+    there are none."""
+    if weights is not None:
+        per_sequence = per_sequence * weights.detach()
     return (per_sequence * valid).sum() / valid.sum().clamp_min(1)
 
 
 def gspo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-              eps_low: float = 3e-4, eps_high: float = 4e-4) -> tuple[torch.Tensor, dict[str, float]]:
+              eps_low: float = 3e-4, eps_high: float = 4e-4,
+              weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """GSPO: one length-normalised importance ratio s_i per sequence, clipped to [1-eps_low, 1+eps_high], so a
     whole trajectory is kept or dropped together (stable for long multi-turn rollouts and MoE routing drift)."""
     _check_shapes(logprobs, old_logprobs, advantages, mask)
@@ -74,11 +81,11 @@ def gspo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: to
     valid = lengths > 0
     ratio = torch.exp(_log_ratio(logprobs, old_logprobs, mask).sum(dim=1) / lengths.clamp_min(1))
     objective, clipped = _clipped_objective(ratio, advantages.detach(), 1 - eps_low, 1 + eps_high)
-    return -_mean_over_sequences(objective, valid), _stats(ratio[valid], clipped[valid])
+    return -_mean_over_sequences(objective, valid, weights), _stats(ratio[valid], clipped[valid])
 
 
 def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-              eps: float = 0.2) -> tuple[torch.Tensor, dict[str, float]]:
+              eps: float = 0.2, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """GRPO: a clipped ratio per token, averaged over each sequence's own tokens then over sequences
     (1/G sum_i 1/|o_i| sum_t), the token-level baseline GSPO is compared against."""
     _check_shapes(logprobs, old_logprobs, advantages, mask)
@@ -87,7 +94,7 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: to
     ratio = torch.exp(_log_ratio(logprobs, old_logprobs, mask))
     objective, clipped = _clipped_objective(ratio, advantages.detach()[:, None], 1 - eps, 1 + eps)
     per_sequence = (objective * mask).sum(dim=1) / lengths.clamp_min(1)
-    return -_mean_over_sequences(per_sequence, lengths > 0), _stats(ratio[mask], clipped[mask])
+    return -_mean_over_sequences(per_sequence, lengths > 0, weights), _stats(ratio[mask], clipped[mask])
 
 
 LOSSES: dict[str, LossFn] = {"gspo": gspo_loss, "grpo": grpo_loss}

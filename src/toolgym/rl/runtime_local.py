@@ -310,7 +310,8 @@ def train_from_config(cfg: RLConfig, resume: bool = False, show_progress: bool =
 
             make_policy = partial(VLLMPolicy, cfg.model)
         else:
-            make_policy = partial(HFPolicy, cfg.model, device=cfg.trainer.device, constrain=cfg.constrain)
+            make_policy = partial(HFPolicy, cfg.model, device=cfg.trainer.device, constrain=cfg.constrain,
+                                  precision=cfg.trainer.precision)
         if cfg.controllers:
             from toolgym.rl.controllers import ControllerTrainingRun
 

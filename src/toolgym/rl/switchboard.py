@@ -46,7 +46,7 @@ from toolgym.rl.config import RLConfig, TrainerConfig
 from toolgym.rl.manager import ManagerConfig
 from toolgym.rl.self_verify import VERDICT_TOOLS, VERDICT_TOOL, verification_messages
 from toolgym.sft.data import SFTExample
-from toolgym.rl.trainer import token_logprobs
+from toolgym.policy.logprobs import token_logprobs
 from toolgym.sft.trainer import SFTConfig, collate, tokenize_example, train_sft
 from toolgym.tasks.model import Difficulty, Task, UserProfile
 
@@ -54,6 +54,10 @@ SPEC = Path(__file__).with_name("switchboard.yaml")
 BUTTONS = ("red", "green", "blue", "gold")
 ROLLOUT = RolloutConfig(max_turns=1, system_prompt="", sampling=SamplingParams(temperature=1.0, max_new_tokens=24))
 """One call per episode, sampled at temperature 1 (the policy decodes without the tool-call grammar)."""
+PRECISION = "fp32"
+"""The toys warm up, sample and train in fp32: their figures were measured so, and in fp32 the sampler's logprobs
+match the trainer's to 1e-5, so a clip fraction above 0 exposes a misaligned loss mask (bf16 would recompute pi_old
+and hide it). Build their HFPolicy with `precision=PRECISION` too."""
 CHOICE_CONFIG = AgenticHeavyConfig(k=2, choice_tool=True)
 """The summary stage of the choice cases: two candidates, answered by a choose_candidate call."""
 
@@ -212,7 +216,7 @@ def warm_judges(root: Path, repeats: int, epochs: int, seed: int = 0) -> tuple[l
     tiny = build_tiny_model([render(e.messages, e.tools) for e in habits[:200]], root / "tiny", vocab_size=600,
                             hidden_size=64, num_layers=2, num_heads=4, max_position_embeddings=1024, seed=seed)
     train_sft(tiny, habits, root / "warm", SFTConfig(epochs=epochs, lr=3e-3, batch_size=16, warmup_steps=5,
-                                                     seed=seed), show_progress=False)
+                                                     seed=seed, precision=PRECISION), show_progress=False)
     return tasks, root / "warm"
 
 
@@ -227,7 +231,7 @@ def warm_switchboard(root: Path, repeats: int, epochs: int, seed: int = 0,
     tiny = build_tiny_model([render(e.messages, tools) for e in habits], root / "tiny", vocab_size=400,
                             hidden_size=64, num_layers=2, num_heads=num_heads, max_position_embeddings=512, seed=seed)
     train_sft(tiny, habits, root / "warm", SFTConfig(epochs=epochs, lr=3e-3, batch_size=16, warmup_steps=5,
-                                                     seed=seed), show_progress=False)
+                                                     seed=seed, precision=PRECISION), show_progress=False)
     return tasks, root / "warm"
 
 
@@ -258,4 +262,5 @@ def rl_config(warm: Path, out: Path, steps: int, mode: str = "async", max_wait_s
                     max_staleness=max_staleness, checkpoint_every=0, curriculum=False,
                     max_wait_seconds=max_wait_seconds,
                     manager=ManagerConfig(group_size=8, inflight_groups=inflight_groups, seed=0),
-                    trainer=TrainerConfig(algorithm="gspo", lr=2e-3, eps_low=0.2, eps_high=0.2), rollout=ROLLOUT)
+                    trainer=TrainerConfig(algorithm="gspo", lr=2e-3, eps_low=0.2, eps_high=0.2,
+                                          precision=PRECISION), rollout=ROLLOUT)

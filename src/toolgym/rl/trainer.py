@@ -15,6 +15,8 @@ from typing import Any
 import torch
 
 from toolgym.policy.hf import load_causal_lm, quiet_transformers
+from toolgym.policy.logprobs import token_logprobs
+from toolgym.policy.precision import use_bf16
 from toolgym.rl.config import TrainerConfig
 from toolgym.rl.losses import LOSSES, group_advantages
 from toolgym.rl.queue import SampleGroup
@@ -35,12 +37,6 @@ def rows_from_groups(groups: Sequence[SampleGroup]) -> Batch:
     return rows
 
 
-def token_logprobs(model: Any, ids: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
-    """log pi(token_t | tokens_<t) for t >= 1, as [B, T-1]."""
-    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
-    return logits.log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
-
-
 class Trainer:
     """Owns the trainable model and optimizer; `step(groups)` is one policy update and bumps `version`."""
 
@@ -51,12 +47,22 @@ class Trainer:
             raise ValueError(f"unknown algorithm '{self.cfg.algorithm}'; choose from {sorted(LOSSES)}")
         self.model = load_causal_lm(model_dir).to(self.cfg.device)
         self.model.train()
+        if self.cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.bf16 = use_bf16(self.cfg.precision, self.cfg.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.publish = publish
         self.version = version
         self.pad_id = self.model.config.pad_token_id or 0
 
-    def _loss(self, rows: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    @property
+    def recomputes_old(self) -> bool:
+        """Whether pi_old is recomputed by this model (`TrainerConfig.old_logprobs`; auto: under bf16, whose
+        rounding differs between a sampler's cached decoding and a full forward by more than GSPO's clip range)."""
+        return self.cfg.old_logprobs == "recompute" or (self.cfg.old_logprobs == "auto" and self.bf16)
+
+    def _tensors(self, rows: Batch) -> dict[str, torch.Tensor]:
+        """Right-padded ids, attention, loss mask, behaviour logprobs and advantages of `rows` on the device."""
         width = max(len(r[0]) for r in rows)
         ids = torch.full((len(rows), width), self.pad_id)
         attn = torch.zeros((len(rows), width), dtype=torch.long)
@@ -66,12 +72,28 @@ class Trainer:
             n = len(tok)
             ids[i, :n], attn[i, :n] = torch.tensor(tok), 1
             mask[i, :n], old[i, :n] = torch.tensor(m, dtype=torch.float32), torch.tensor(lp, dtype=torch.float32)
-        ids, attn, mask, old = (t.to(self.cfg.device) for t in (ids, attn, mask, old))
-        adv = torch.tensor([r[3] for r in rows], device=self.cfg.device)
-        new = token_logprobs(self.model, ids, attn)
+        adv = torch.tensor([r[3] for r in rows])
+        return {k: t.to(self.cfg.device) for k, t in
+                {"ids": ids, "attn": attn, "mask": mask[:, 1:], "behaviour": old[:, 1:], "adv": adv}.items()}
+
+    def _logprobs(self, t: dict[str, torch.Tensor]) -> torch.Tensor:
+        return token_logprobs(self.model, t["ids"], t["attn"], where=t["mask"] > 0, bf16=self.bf16)
+
+    def _loss(self, t: dict[str, torch.Tensor], proximal: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+        """The configured loss of one micro-batch. With `proximal` (this model's own logprobs before the step),
+        ratios are taken against it and each sequence is weighted by its behaviour correction
+        min(exp(mean log(proximal / behaviour)), behaviour_cap)."""
         kwargs = ({"eps_low": self.cfg.eps_low, "eps_high": self.cfg.eps_high} if self.cfg.algorithm == "gspo"
                   else {"eps": self.cfg.grpo_eps})
-        return LOSSES[self.cfg.algorithm](new, old[:, 1:], adv, mask[:, 1:], **kwargs)
+        old, stats = t["behaviour"], {}
+        if proximal is not None:
+            lengths = t["mask"].sum(1).clamp_min(1)
+            drift = ((proximal - t["behaviour"]) * t["mask"]).sum(1) / lengths
+            kwargs["weights"] = drift.exp().clamp(max=self.cfg.behaviour_cap)
+            stats["behaviour_drift"] = drift.abs().mean().item()
+            old = proximal
+        loss, s = LOSSES[self.cfg.algorithm](self._logprobs(t), old, t["adv"], t["mask"], **kwargs)
+        return loss, {**s, **stats}
 
     def step(self, groups: Sequence[SampleGroup]) -> dict[str, float]:
         """One optimizer step over `groups` (micro-batched, gradients averaged by row count)."""
@@ -79,12 +101,20 @@ class Trainer:
         rows = rows_from_groups(groups)
         self.opt.zero_grad()
         stats: dict[str, float] = {"loss": 0.0, "clip_fraction": 0.0}
-        for i in range(0, len(rows), self.cfg.micro_batch):
-            chunk = rows[i:i + self.cfg.micro_batch]
-            loss, s = self._loss(chunk)
-            (loss * len(chunk) / len(rows)).backward()
-            stats["loss"] += loss.item() * len(chunk) / len(rows)
-            stats["clip_fraction"] += s.get("clip_fraction", 0.0) * len(chunk) / len(rows)
+        chunks = [self._tensors(rows[i:i + self.cfg.micro_batch]) for i in range(0, len(rows), self.cfg.micro_batch)]
+        proximal: list[torch.Tensor | None] = [None] * len(chunks)
+        if self.recomputes_old:
+            with torch.no_grad():
+                proximal = [self._logprobs(t) for t in chunks]
+            stats["behaviour_drift"] = 0.0
+        for t, prox in zip(chunks, proximal):
+            share = len(t["ids"]) / len(rows)
+            loss, s = self._loss(t, prox)
+            (loss * share).backward()
+            stats["loss"] += loss.item() * share
+            for key in ("clip_fraction", "behaviour_drift"):
+                if key in stats:
+                    stats[key] += s.get(key, 0.0) * share
         if rows:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
             self.opt.step()

@@ -16,7 +16,7 @@ import torch
 
 from toolgym.device import checked_device
 from toolgym.policy.hf import load_causal_lm, load_tokenizer
-from toolgym.rl.trainer import token_logprobs
+from toolgym.policy.logprobs import token_logprobs
 from toolgym.sft.data import SFTExample
 from toolgym.sft.trainer import collate, tokenize_example
 

@@ -18,7 +18,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from toolgym.agent.tokens import TokenTracker
 from toolgym.device import Device
 from toolgym.policy.hf import load_causal_lm, load_tokenizer, quiet_transformers
-from toolgym.rl.trainer import token_logprobs
+from toolgym.policy.logprobs import token_logprobs
+from toolgym.policy.precision import Precision, use_bf16
 from toolgym.sft.copy_rows import CopyRowSpec, copy_batch, copy_loss
 from toolgym.sft.data import SFTExample
 
@@ -40,6 +41,11 @@ class SFTConfig(BaseModel):
     context_loss_weight: float = 0.0
     """Weight of a language-model loss on the context tokens (system, user, tool results): a model trained from
     scratch learns to read and copy from its context far sooner with it; 0 trains on assistant tokens only."""
+    precision: Precision = "auto"
+    """bf16 autocast per forward where the device has bf16 arithmetic (auto), always (bf16) or never (fp32); master
+    weights stay fp32."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory at long lengths for about a third more time."""
     copy_rows: int = Field(0, ge=0)
     """Synthetic copy rows (sft.copy_rows) added to every step's loss: they keep a base's induction heads, which a
     short run at a high lr otherwise overwrites; 0 adds none."""
@@ -80,11 +86,13 @@ def collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[s
     return {"input_ids": ids, "attention_mask": attn, "loss_mask": loss_mask}
 
 
-def sft_loss(model: Any, batch: dict[str, torch.Tensor], context_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+def sft_loss(model: Any, batch: dict[str, torch.Tensor], context_weight: float,
+             bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(total loss, assistant-token loss): mean next-token loss on assistant tokens plus `context_weight` times the
-    mean loss on the other real (non-padding) tokens."""
-    nll = -token_logprobs(model, batch["input_ids"], batch["attention_mask"])
+    mean loss on the other real (non-padding) tokens. The LM head runs only where a loss is taken."""
     own = batch["loss_mask"][:, 1:].float()
+    where = own > 0 if context_weight == 0 else batch["attention_mask"][:, 1:] > 0
+    nll = -token_logprobs(model, batch["input_ids"], batch["attention_mask"], where=where, bf16=bf16)
     context = batch["attention_mask"][:, 1:].float() * (1 - own)
     assistant = (nll * own).sum() / own.sum().clamp(min=1)
     if context_weight == 0:
@@ -104,6 +112,9 @@ def train_sft(model_dir: str | Path, examples: Sequence[SFTExample], out_dir: st
     tokenizer = load_tokenizer(model_dir)
     model = load_causal_lm(model_dir).to(cfg.device)
     model.train()
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    bf16 = use_bf16(cfg.precision, cfg.device)
     data = [tokenize_example(tokenizer, ex) for ex in examples]
     data = [(ids[:cfg.max_len], mask[:cfg.max_len]) for ids, mask in data if any(mask[:cfg.max_len])]
     if not data:
@@ -126,7 +137,7 @@ def train_sft(model_dir: str | Path, examples: Sequence[SFTExample], out_dir: st
         schedule = ((epoch, batch) for epoch in range(epochs) for batch in _batches(data, cfg.batch_size, rng))
         for epoch, batch in itertools.islice(schedule, steps):
             tensors = {k: v.to(cfg.device) for k, v in collate(batch, tokenizer.pad_token_id).items()}
-            loss, own_loss = sft_loss(model, tensors, cfg.context_loss_weight)
+            loss, own_loss = sft_loss(model, tensors, cfg.context_loss_weight, bf16)
             copied: dict[str, float] = {}
             if copy_spec is not None:
                 ids, mask = copy_batch(copy_spec, cfg.copy_rows, copy_rng)
