@@ -8,6 +8,7 @@ import torch
 from toolgym.agent.trajectory import TokenSegment, Trajectory
 from toolgym.policy.hf import load_causal_lm, load_tokenizer
 from toolgym.policy.logprobs import token_logprobs
+from toolgym.policy.microbatch import token_budget_chunks
 from toolgym.policy.precision import use_bf16
 from toolgym.rl.config import TrainerConfig
 from toolgym.rl.queue import SampleGroup
@@ -91,3 +92,39 @@ def test_recomputed_pi_old_keeps_bf16_rounding_out_of_the_clip(tiny_dir, tasks, 
 def test_auto_recomputes_only_under_bf16(tiny_dir):
     assert Trainer(tiny_dir, TrainerConfig(precision="bf16")).recomputes_old
     assert not Trainer(tiny_dir, TrainerConfig(precision="fp32")).recomputes_old
+
+
+def test_a_right_padded_batch_gives_each_row_its_unpadded_logprobs(tiny_dir, tasks, one_thread):
+    model = load_causal_lm(tiny_dir)
+    _, batch = _batch(tiny_dir, tasks)
+    together = token_logprobs(model, batch["input_ids"], batch["attention_mask"])
+    for row in range(len(batch["input_ids"])):
+        n = int(batch["attention_mask"][row].sum())
+        alone = token_logprobs(model, batch["input_ids"][row:row + 1, :n], torch.ones(1, n, dtype=torch.long))
+        assert torch.allclose(together[row, :n - 1], alone[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("lengths, budget, rows", [([5, 300, 40, 41, 7, 299], 600, None), ([9] * 10, 100, 3),
+                                                    ([1000, 10], 500, None)])
+def test_token_budget_chunks_cover_every_row_once_within_the_budget(lengths, budget, rows):
+    chunks = token_budget_chunks(lengths, budget, rows)
+    assert sorted(i for c in chunks for i in c) == list(range(len(lengths)))
+    for chunk in chunks:
+        assert len(chunk) == 1 or len(chunk) * max(lengths[i] for i in chunk) <= budget
+        assert rows is None or len(chunk) <= rows
+
+
+def test_sft_micro_batches_give_the_gradient_of_the_whole_batch(tiny_dir, tasks, one_thread):
+    from toolgym.sft.trainer import _accumulate
+
+    examples, _ = _batch(tiny_dir, tasks, n=6)
+    tokenizer = load_tokenizer(tiny_dir)
+    rows = [tokenize_example(tokenizer, e) for e in examples]
+    grads = []
+    for budget in (10**6, max(len(r[0]) for r in rows)):
+        model = load_causal_lm(tiny_dir)
+        loss, _ = _accumulate(model, rows, tokenizer.pad_token_id,
+                              SFTConfig(micro_batch_tokens=budget, context_loss_weight=0.25, precision="fp32"), False)
+        grads.append((loss, model.get_input_embeddings().weight.grad.clone()))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-6)

@@ -170,3 +170,15 @@ def test_prepare_adapts_a_local_checkpoint_without_touching_it(tiny_dir, tmp_pat
     assert sorted(p.name for p in tiny_dir.iterdir()) == before
     with pytest.raises(PullError, match="not a Hugging Face model directory"):
         prepare_directory(tmp_path, tmp_path / "other")
+
+
+def test_the_cli_answers_an_unknown_model_with_one_line_and_exit_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from toolgym.cli import app
+
+    result = CliRunner().invoke(app, ["models", "pull", "nosuch", "--out", str(tmp_path / "m")],
+                                env={"COLUMNS": "300"})
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("unknown model 'nosuch'") and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "m").exists()

@@ -496,6 +496,12 @@ def sft_cmd(
         help="Share of the examples --select kcenter or random keeps, in (0, 1]; the kept task ids go to "
              "OUT/selected.json.")] = 0.5,
     device: Annotated[str, typer.Option(help="Torch device to train on: cpu, cuda, cuda:N or mps.")] = "cpu",
+    precision: Annotated[str, typer.Option(
+        help="auto (bf16 autocast per forward where the device has bf16 arithmetic), bf16, or fp32; weights and "
+             "optimizer stay fp32.")] = "auto",
+    gradient_checkpointing: Annotated[bool, typer.Option(
+        "--gradient-checkpointing", help="Recompute activations in the backward pass: less memory at long lengths, "
+                                         "about a third more time.")] = False,
     reason_p: Annotated[float, typer.Option(
         help="Probability that a gold call is preceded by a reasoned plan: a <think> listing candidate tools, each "
              "rejected one with the reason executing it on a copy of the environment showed (its error, a value the "
@@ -516,7 +522,8 @@ def sft_cmd(
     try:
         cfg = SFTConfig(epochs=epochs, max_steps=steps, lr=lr, batch_size=batch_size, max_len=max_len,
                         save_every=save_every, seed=seed, context_loss_weight=context_loss_weight,
-                        copy_rows=copy_rows, device=device)
+                        copy_rows=copy_rows, device=device, precision=precision,
+                        gradient_checkpointing=gradient_checkpointing)
     except ValidationError as exc:
         raise typer.BadParameter("; ".join(problems(exc, "config"))) from None
     task_list = _tasks_arg(tasks)

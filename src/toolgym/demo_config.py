@@ -22,7 +22,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smollm2": {},
     "tiny": {"sft_steps": 90, "sft_batch": 8, "sft_lr": 1e-3, "sft_context_weight": 0.25, "sft_variants": 2,
              "rl_steps": 6, "rl_lr": 5e-4, "max_new_tokens": 96, "side_eval_tasks": 54, "multi_eval_tasks": 12,
-             "heavy_tasks": 20, "heldout_basic_per_env": 4, "heldout_multi_per_env": 1},
+             "heavy_tasks": 20, "heldout_basic_per_env": 4, "heldout_multi_per_env": 1, "train_eval_tasks": 20,
+             "max_turns": 3},
 }
 """Per model, the settings that differ from the field defaults (which are SmolLM2's); a setting given explicitly
 always wins."""
@@ -44,13 +45,13 @@ class DemoConfig(BaseModel):
     """Basic-tier (single-call) training tasks per training environment."""
     multi_per_env: int = Field(2, ge=0)
     """Multi-tier (lookup then call) training tasks per training environment."""
-    heldout_basic_per_env: int = Field(4, ge=1)
-    heldout_multi_per_env: int = Field(1, ge=0)
-    side_eval_tasks: int = Field(54, ge=1)
+    heldout_basic_per_env: int = Field(2, ge=1)
+    heldout_multi_per_env: int = Field(3, ge=0)
+    side_eval_tasks: int = Field(24, ge=1)
     """Held-out basic tasks evaluated noisy and with free decoding (every held-out basic task is evaluated clean)."""
-    train_eval_tasks: int = Field(20, ge=1)
+    train_eval_tasks: int = Field(16, ge=1)
     """Training tasks evaluated beside the held-out ones (the gap says how much is memorised)."""
-    multi_eval_tasks: int = Field(12, ge=1)
+    multi_eval_tasks: int = Field(100, ge=1)
     """Held-out multi-tier tasks evaluated (reported whatever they score)."""
     base: Path | None = None
     """Checkpoint SFT starts from; None: the model's own (SmolLM2 pulled into the cache by `toolgym models pull`, or
@@ -78,10 +79,10 @@ class DemoConfig(BaseModel):
     """Rollouts per task: GSPO's advantage compares rollouts of one task, so a group needs at least two."""
     eval_k: int = Field(1, ge=1)
     heavy_k: int = Field(4, ge=1)
-    heavy_tasks: int = Field(20, ge=1)
+    heavy_tasks: int = Field(12, ge=1)
     """Held-out basic tasks of the single / self-consistency / heavy / best-of-K comparison (K+2 rollouts each)."""
-    max_turns: int = Field(3, ge=1)
-    max_new_tokens: int = Field(96, ge=1)
+    max_turns: int = Field(4, ge=1)
+    max_new_tokens: int = Field(112, ge=1)
     device: Device = "cpu"
 
     @model_validator(mode="before")

@@ -26,6 +26,10 @@ class TrainerConfig(BaseModel):
     eps_high: float = 4e-4
     grpo_eps: float = 0.2
     micro_batch: int = 8
+    """At most this many rows per forward/backward; gradients are accumulated into one step."""
+    micro_batch_tokens: int = Field(4096, ge=1)
+    """At most this many padded positions per forward/backward (rows grouped longest first): bounds activation
+    memory, about 1 MB a position for SmolLM2-135M."""
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
     device: Device = "cpu"

@@ -16,6 +16,7 @@ import torch
 
 from toolgym.policy.hf import load_causal_lm, quiet_transformers
 from toolgym.policy.logprobs import token_logprobs
+from toolgym.policy.microbatch import token_budget_chunks
 from toolgym.policy.precision import use_bf16
 from toolgym.rl.config import TrainerConfig
 from toolgym.rl.losses import LOSSES, group_advantages
@@ -96,12 +97,13 @@ class Trainer:
         return loss, {**s, **stats}
 
     def step(self, groups: Sequence[SampleGroup]) -> dict[str, float]:
-        """One optimizer step over `groups` (micro-batched, gradients averaged by row count)."""
+        """One optimizer step over `groups` (micro-batched by rows and tokens, gradients averaged by row count)."""
         start = time.perf_counter()
         rows = rows_from_groups(groups)
         self.opt.zero_grad()
         stats: dict[str, float] = {"loss": 0.0, "clip_fraction": 0.0}
-        chunks = [self._tensors(rows[i:i + self.cfg.micro_batch]) for i in range(0, len(rows), self.cfg.micro_batch)]
+        chunks = [self._tensors([rows[i] for i in chunk]) for chunk in token_budget_chunks(
+            [len(r[0]) for r in rows], self.cfg.micro_batch_tokens, self.cfg.micro_batch)]
         proximal: list[torch.Tensor | None] = [None] * len(chunks)
         if self.recomputes_old:
             with torch.no_grad():

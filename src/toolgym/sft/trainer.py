@@ -19,6 +19,7 @@ from toolgym.agent.tokens import TokenTracker
 from toolgym.device import Device
 from toolgym.policy.hf import load_causal_lm, load_tokenizer, quiet_transformers
 from toolgym.policy.logprobs import token_logprobs
+from toolgym.policy.microbatch import token_budget_chunks
 from toolgym.policy.precision import Precision, use_bf16
 from toolgym.sft.copy_rows import CopyRowSpec, copy_batch, copy_loss
 from toolgym.sft.data import SFTExample
@@ -46,6 +47,9 @@ class SFTConfig(BaseModel):
     weights stay fp32."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory at long lengths for about a third more time."""
+    micro_batch_tokens: int = Field(4096, ge=1)
+    """A step's examples run in micro-batches of at most this many padded positions (longest first, gradients
+    accumulated, the same loss as one batch): memory stays bounded and little compute goes to padding."""
     copy_rows: int = Field(0, ge=0)
     """Synthetic copy rows (sft.copy_rows) added to every step's loss: they keep a base's induction heads, which a
     short run at a high lr otherwise overwrites; 0 adds none."""
@@ -86,18 +90,39 @@ def collate(batch: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[s
     return {"input_ids": ids, "attention_mask": attn, "loss_mask": loss_mask}
 
 
-def sft_loss(model: Any, batch: dict[str, torch.Tensor], context_weight: float,
-             bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(total loss, assistant-token loss): mean next-token loss on assistant tokens plus `context_weight` times the
-    mean loss on the other real (non-padding) tokens. The LM head runs only where a loss is taken."""
+def _loss_counts(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(assistant-token mask, other real-token mask) of the predicted positions."""
     own = batch["loss_mask"][:, 1:].float()
+    return own, batch["attention_mask"][:, 1:].float() * (1 - own)
+
+
+def sft_loss(model: Any, batch: dict[str, torch.Tensor], context_weight: float, bf16: bool = False,
+             totals: tuple[float, float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(total loss, assistant-token loss): mean next-token loss on assistant tokens plus `context_weight` times the
+    mean loss on the other real (non-padding) tokens. The LM head runs only where a loss is taken. `totals` (the
+    whole step's assistant and context token counts) makes a micro-batch's losses its share of the step's means."""
+    own, context = _loss_counts(batch)
     where = own > 0 if context_weight == 0 else batch["attention_mask"][:, 1:] > 0
     nll = -token_logprobs(model, batch["input_ids"], batch["attention_mask"], where=where, bf16=bf16)
-    context = batch["attention_mask"][:, 1:].float() * (1 - own)
-    assistant = (nll * own).sum() / own.sum().clamp(min=1)
+    own_total, context_total = totals or (own.sum().item(), context.sum().item())
+    assistant = (nll * own).sum() / max(own_total, 1.0)
     if context_weight == 0:
         return assistant, assistant
-    return assistant + context_weight * (nll * context).sum() / context.sum().clamp(min=1), assistant
+    return assistant + context_weight * (nll * context).sum() / max(context_total, 1.0), assistant
+
+
+def _accumulate(model: Any, batch: Sequence[tuple[list[int], list[int]]], pad_id: int, cfg: SFTConfig,
+                bf16: bool) -> tuple[float, float]:
+    """Backward of one step's loss over token-budget micro-batches; (total loss, assistant-token loss)."""
+    whole = [_loss_counts(collate([row], pad_id)) for row in batch]
+    totals = (sum(o.sum().item() for o, _ in whole), sum(c.sum().item() for _, c in whole))
+    loss = own_loss = 0.0
+    for chunk in token_budget_chunks([len(ids) for ids, _ in batch], cfg.micro_batch_tokens):
+        tensors = {k: v.to(cfg.device) for k, v in collate([batch[i] for i in chunk], pad_id).items()}
+        part, own = sft_loss(model, tensors, cfg.context_loss_weight, bf16, totals)
+        part.backward()
+        loss, own_loss = loss + part.item(), own_loss + own.item()
+    return loss, own_loss
 
 
 def train_sft(model_dir: str | Path, examples: Sequence[SFTExample], out_dir: str | Path,
@@ -136,21 +161,20 @@ def train_sft(model_dir: str | Path, examples: Sequence[SFTExample], out_dir: st
         job = progress.add_task("sft", total=steps, loss="")
         schedule = ((epoch, batch) for epoch in range(epochs) for batch in _batches(data, cfg.batch_size, rng))
         for epoch, batch in itertools.islice(schedule, steps):
-            tensors = {k: v.to(cfg.device) for k, v in collate(batch, tokenizer.pad_token_id).items()}
-            loss, own_loss = sft_loss(model, tensors, cfg.context_loss_weight, bf16)
+            opt.zero_grad()
+            loss, own_loss = _accumulate(model, batch, tokenizer.pad_token_id, cfg, bf16)
             copied: dict[str, float] = {}
             if copy_spec is not None:
                 ids, mask = copy_batch(copy_spec, cfg.copy_rows, copy_rng)
                 extra, accuracy = copy_loss(model, ids.to(cfg.device), mask.to(cfg.device))
-                loss = loss + extra
+                extra.backward()
+                loss = loss + extra.item()
                 copied = {"copy_loss": extra.item(), "copy_accuracy": accuracy}
-            opt.zero_grad()
-            loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             step += 1
-            row = {"step": step, "epoch": epoch, "loss": own_loss.item(), "total_loss": loss.item(),
+            row = {"step": step, "epoch": epoch, "loss": own_loss, "total_loss": loss,
                    "lr": sched.get_last_lr()[0], "tokens": sum(len(ids) for ids, _ in batch), **copied}
             metrics.append(row)
             log.write(json.dumps(row) + "\n")
