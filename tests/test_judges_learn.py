@@ -5,7 +5,9 @@ warm-up that reads the prompt with the wrong habit (rl.switchboard.warm_judges: 
 Summary stage: two candidates, one pressed the asked button (it passes) and one pressed nothing; the summary chooses
 by calling choose_candidate, the choice is committed onto a fresh environment and the verifier's verdict is the
 reward. Measured (30 synchronous steps, lr 1e-3): the exact probability of choosing the passing candidate went from
-0.16 to 0.94-0.97 on every case. Before unusable output earned no reward, RL learned to write it instead (the
+0.16 to 0.94-0.97 on every case. Since the trainer and SFT run token-budget micro-batches (longest first, right-padded
+rows without an attention mask) the warm-up's numerics differ slightly and lr 1e-3 reached only 0.76 (0.66 / 0.85
+per case); lr 1.5e-3 reaches 0.97 and 2e-3 0.95, so the test uses 1.5e-3. Before unusable output earned no reward, RL learned to write it instead (the
 self-consistency fallback picks candidate 1, right half the time) and stalled at 0.5; streaming at staleness 0, one
 run of two collapsed onto always choosing candidate 1.
 
@@ -55,7 +57,7 @@ def test_summary_rl_learns_to_choose_the_passing_candidate(judges, tmp_path, one
     cases = choice_cases(tasks)
     before = judge_probabilities(warm, choice_pairs(tasks))
     after = judge_probabilities(_train(warm, tmp_path, [c.task for c in cases], SummaryGame(cases, CHOICE_CONFIG),
-                                       1e-3), choice_pairs(tasks))
+                                       1.5e-3), choice_pairs(tasks))
     assert mean(before) < 0.35, f"the warm-up should choose below chance, got {before}"
     assert mean(after) >= 0.8 and min(after) > 0.5, f"choices before RL {before}, after {after}"
 
