@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from statistics import mean
 
+import torch
+
 from toolgym.heavy.summary_rl import SummaryGame
 from toolgym.policy.hf import HFPolicy, load_tokenizer
 from toolgym.rl.queue import SampleGroup
@@ -43,6 +45,7 @@ from toolgym.rl.trainer import Trainer
 
 
 def _train(warm, tmp_path, tasks, play, lr):
+    torch.manual_seed(0)  # the rollouts sample from torch's global generator: the same run whatever ran before
     cfg = judge_rl_config(warm, tmp_path / "rl", steps=30, lr=lr)
     trainer = Trainer(cfg.model, cfg.trainer)
     summary = TrainingRun(cfg, tasks, HFPolicy(warm, constrain="none", precision=PRECISION), trainer, show_progress=False, play=play).run()

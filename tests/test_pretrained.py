@@ -182,3 +182,15 @@ def test_the_cli_answers_an_unknown_model_with_one_line_and_exit_2(tmp_path):
     assert result.exit_code == 2
     assert result.output.strip().startswith("unknown model 'nosuch'") and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "m").exists()
+
+
+def test_generation_splits_a_large_batch_by_its_token_budget_with_the_same_greedy_results(tiny_dir):
+    policy = HFPolicy(tiny_dir, constrain="none", precision="fp32")
+    requests = [GenerationRequest(messages=[{"role": "user", "content": "order " * n}]) for n in (3, 40, 9, 25)]
+    greedy = SamplingParams(temperature=0, max_new_tokens=8)
+    together = policy.generate(requests, greedy)
+    policy.max_batch_tokens = 1
+    apart = policy.generate(requests, greedy)
+    assert [c.token_ids for c in together] == [c.token_ids for c in apart]
+    for a, b in zip(together, apart):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4)

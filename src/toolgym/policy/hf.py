@@ -18,6 +18,7 @@ from transformers.utils import logging as hf_logging
 
 from toolgym.device import checked_device
 from toolgym.policy.base import Completion, GenerationRequest, SamplingParams
+from toolgym.policy.microbatch import token_budget_chunks
 from toolgym.policy.precision import Precision, autocast, use_bf16
 from toolgym.policy.constrained import (
     CALL_CLOSE,
@@ -105,12 +106,13 @@ class HFPolicy:
     has bf16 arithmetic (policy.precision); logprobs are taken in fp32 from those logits."""
 
     def __init__(self, path: str | Path, device: str = "cpu", dtype: str = "float32", version: int = 0,
-                 constrain: ConstraintMode = "schema", precision: Precision = "auto"):
+                 constrain: ConstraintMode = "schema", precision: Precision = "auto", max_batch_tokens: int = 16384):
         device = checked_device(device)
         self.tokenizer = load_tokenizer(path)
         self.model = load_causal_lm(path, dtype=getattr(torch, dtype)).to(device).eval()
         self.device = torch.device(device)
         self.bf16 = use_bf16(precision, device)
+        self.max_batch_tokens = max_batch_tokens
         self.version = version
         self.stop_ids = stop_ids(self.tokenizer, self.model.generation_config)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.stop_ids)
@@ -181,17 +183,29 @@ class HFPolicy:
 
     @torch.inference_mode()
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
-        """Sample a continuation for every request in one left-padded batch, stopping each at its first eos."""
+        """Sample a continuation for every request, stopping each at its first eos, in left-padded batches of at most
+        `max_batch_tokens` prompt positions (longest first; one seeded generator across them). The prefill's
+        attention scores grow with rows x length^2: 64 SmolLM2 episodes of ~1,500 tokens in one batch took a demo
+        past 20 GB."""
         if not requests:
             return []
         prompts = [self.prompt_ids(r) for r in requests]
+        generator = None
+        if sampling.seed is not None:
+            generator = torch.Generator(self.device).manual_seed(sampling.seed)
+        done: dict[int, Completion] = {}
+        for chunk in token_budget_chunks([len(p) for p in prompts], self.max_batch_tokens):
+            batch = self._generate([prompts[i] for i in chunk], [requests[i] for i in chunk], sampling, generator)
+            done.update(zip(chunk, batch))
+        return [done[i] for i in range(len(requests))]
+
+    def _generate(self, prompts: list[list[int]], requests: list[GenerationRequest], sampling: SamplingParams,
+                  generator: torch.Generator | None) -> list[Completion]:
+        """One left-padded batch of `generate`."""
         width = max(len(p) for p in prompts)
         ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=self.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        generator = None
-        if sampling.seed is not None:
-            generator = torch.Generator(self.device).manual_seed(sampling.seed)
         stop = torch.tensor(sorted(self.stop_ids), device=self.device)
         done = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
         tokens: list[torch.Tensor] = []
