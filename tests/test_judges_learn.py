@@ -7,7 +7,9 @@ by calling choose_candidate, the choice is committed onto a fresh environment an
 reward. Measured (30 synchronous steps, lr 1e-3): the exact probability of choosing the passing candidate went from
 0.16 to 0.94-0.97 on every case. Since the trainer and SFT run token-budget micro-batches (longest first, right-padded
 rows without an attention mask) the warm-up's numerics differ slightly and lr 1e-3 reached only 0.76 (0.66 / 0.85
-per case); lr 1.5e-3 reaches 0.97 and 2e-3 0.95, so the test uses 1.5e-3. Before unusable output earned no reward, RL learned to write it instead (the
+per case). With torch's generator seeded before the run (as the test does): lr 1e-3 0.76, 1.5e-3 0.65 (0.96 / 0.33:
+half the cases fell onto always choosing candidate 1), 2e-3 0.95 (min 0.94); unseeded 1.5e-3 once gave 0.97. The
+toy is sensitive to small numeric changes; the test uses 2e-3, as the verdict toy does. Before unusable output earned no reward, RL learned to write it instead (the
 self-consistency fallback picks candidate 1, right half the time) and stalled at 0.5; streaming at staleness 0, one
 run of two collapsed onto always choosing candidate 1.
 
@@ -60,7 +62,7 @@ def test_summary_rl_learns_to_choose_the_passing_candidate(judges, tmp_path, one
     cases = choice_cases(tasks)
     before = judge_probabilities(warm, choice_pairs(tasks))
     after = judge_probabilities(_train(warm, tmp_path, [c.task for c in cases], SummaryGame(cases, CHOICE_CONFIG),
-                                       1.5e-3), choice_pairs(tasks))
+                                       2e-3), choice_pairs(tasks))
     assert mean(before) < 0.35, f"the warm-up should choose below chance, got {before}"
     assert mean(after) >= 0.8 and min(after) > 0.5, f"choices before RL {before}, after {after}"
 

@@ -244,8 +244,8 @@ def pass_rate(policy: Policy, tasks: list[Task], trials: int, rollout: RolloutCo
 
 def judge_rl_config(warm: Path, out: Path, steps: int, lr: float) -> RLConfig:
     """`rl_config` for the judging tasks, synchronous (each step's groups sampled by the weights it updates), replies
-    of up to 48 tokens, learning rate `lr` (1.5e-3 takes the summary stage from 0.16 to 0.97 in 30 steps; the longer
-    verdicts need 2e-3). Streaming at staleness 0 with 6 groups in flight dropped nearly as many groups as stale as
+    of up to 48 tokens, learning rate `lr` (2e-3 takes the summary stage from 0.16 to 0.95 in 30 seeded steps, and the
+    longer verdicts from 0.10 to 0.90-0.98). Streaming at staleness 0 with 6 groups in flight dropped nearly as many groups as stale as
     it trained, and in one of two runs the summary collapsed onto always choosing candidate 1 (0.99 / 0.03)."""
     cfg = rl_config(warm, out, steps, mode="sync", max_wait_seconds=120, max_staleness=0)
     sampling = cfg.rollout.sampling.model_copy(update={"max_new_tokens": 48})
