@@ -5,11 +5,7 @@ warm-up that reads the prompt with the wrong habit (rl.switchboard.warm_judges: 
 Summary stage: two candidates, one pressed the asked button (it passes) and one pressed nothing; the summary chooses
 by calling choose_candidate, the choice is committed onto a fresh environment and the verifier's verdict is the
 reward. Measured (30 synchronous steps, lr 1e-3): the exact probability of choosing the passing candidate went from
-0.16 to 0.94-0.97 on every case. Since the trainer and SFT run token-budget micro-batches (longest first, right-padded
-rows without an attention mask) the warm-up's numerics differ slightly and lr 1e-3 reached only 0.76 (0.66 / 0.85
-per case). With torch's generator seeded before the run (as the test does): lr 1e-3 0.76, 1.5e-3 0.65 (0.96 / 0.33:
-half the cases fell onto always choosing candidate 1), 2e-3 0.95 (min 0.94); unseeded 1.5e-3 once gave 0.97. The
-toy is sensitive to small numeric changes; the test uses 2e-3, as the verdict toy does. Before unusable output earned no reward, RL learned to write it instead (the
+0.16 to 0.94-0.97 on every case. Before unusable output earned no reward, RL learned to write it instead (the
 self-consistency fallback picks candidate 1, right half the time) and stalled at 0.5; streaming at staleness 0, one
 run of two collapsed onto always choosing candidate 1.
 
@@ -26,8 +22,6 @@ from __future__ import annotations
 
 from statistics import mean
 
-import torch
-
 from toolgym.heavy.summary_rl import SummaryGame
 from toolgym.policy.hf import HFPolicy, load_tokenizer
 from toolgym.rl.queue import SampleGroup
@@ -35,6 +29,7 @@ from toolgym.rl.runtime_local import TrainingRun
 from toolgym.rl.self_verify import SelfVerification, judge_episode
 from toolgym.rl.switchboard import (
     CHOICE_CONFIG,
+    ONE_BATCH,
     PRECISION,
     choice_cases,
     choice_pairs,
@@ -47,10 +42,9 @@ from toolgym.rl.trainer import Trainer
 
 
 def _train(warm, tmp_path, tasks, play, lr):
-    torch.manual_seed(0)  # the rollouts sample from torch's global generator: the same run whatever ran before
     cfg = judge_rl_config(warm, tmp_path / "rl", steps=30, lr=lr)
     trainer = Trainer(cfg.model, cfg.trainer)
-    summary = TrainingRun(cfg, tasks, HFPolicy(warm, constrain="none", precision=PRECISION), trainer, show_progress=False, play=play).run()
+    summary = TrainingRun(cfg, tasks, HFPolicy(warm, constrain="none", precision=PRECISION, max_batch_tokens=ONE_BATCH), trainer, show_progress=False, play=play).run()
     assert summary.steps >= 10, summary.stopped_reason
     trainer.model.save_pretrained(tmp_path / "after")
     load_tokenizer(warm).save_pretrained(tmp_path / "after")
@@ -62,7 +56,7 @@ def test_summary_rl_learns_to_choose_the_passing_candidate(judges, tmp_path, one
     cases = choice_cases(tasks)
     before = judge_probabilities(warm, choice_pairs(tasks))
     after = judge_probabilities(_train(warm, tmp_path, [c.task for c in cases], SummaryGame(cases, CHOICE_CONFIG),
-                                       2e-3), choice_pairs(tasks))
+                                       1e-3), choice_pairs(tasks))
     assert mean(before) < 0.35, f"the warm-up should choose below chance, got {before}"
     assert mean(after) >= 0.8 and min(after) > 0.5, f"choices before RL {before}, after {after}"
 

@@ -42,7 +42,7 @@ from toolgym.envs.environment import ToolCall
 from toolgym.envs.families import replay
 from toolgym.policy.hf import HFPolicy
 from toolgym.rl.runtime_local import TrainingRun
-from toolgym.rl.switchboard import BUTTONS, PRECISION, ROLLOUT, pass_rate, rl_config
+from toolgym.rl.switchboard import BUTTONS, ONE_BATCH, PRECISION, ROLLOUT, pass_rate, rl_config
 from toolgym.rl.trainer import Trainer
 
 
@@ -60,7 +60,7 @@ def test_async_gspo_learns_the_asked_for_button_from_chance(switchboard, tmp_pat
     torch.manual_seed(0)
     cfg = rl_config(warm, tmp_path / "rl", steps=30, max_wait_seconds=20, max_staleness=0, inflight_groups=6)
     trainer = Trainer(cfg.model, cfg.trainer)
-    policy = HFPolicy(warm, constrain="none", precision=PRECISION)
+    policy = HFPolicy(warm, constrain="none", precision=PRECISION, max_batch_tokens=ONE_BATCH)
     before = pass_rate(policy, tasks, 32, ROLLOUT)
     run = TrainingRun(cfg, tasks, policy, trainer, show_progress=False)
     summary = run.run()

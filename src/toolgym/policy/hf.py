@@ -106,7 +106,7 @@ class HFPolicy:
     has bf16 arithmetic (policy.precision); logprobs are taken in fp32 from those logits."""
 
     def __init__(self, path: str | Path, device: str = "cpu", dtype: str = "float32", version: int = 0,
-                 constrain: ConstraintMode = "schema", precision: Precision = "auto", max_batch_tokens: int = 16384):
+                 constrain: ConstraintMode = "schema", precision: Precision = "auto", max_batch_tokens: int = 32768):
         device = checked_device(device)
         self.tokenizer = load_tokenizer(path)
         self.model = load_causal_lm(path, dtype=getattr(torch, dtype)).to(device).eval()
@@ -184,9 +184,10 @@ class HFPolicy:
     @torch.inference_mode()
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Completion]:
         """Sample a continuation for every request, stopping each at its first eos, in left-padded batches of at most
-        `max_batch_tokens` prompt positions (longest first; one seeded generator across them). The prefill's
-        attention scores grow with rows x length^2: 64 SmolLM2 episodes of ~1,500 tokens in one batch took a demo
-        past 20 GB."""
+        `max_batch_tokens` prompt positions (one batch in the caller's order when it fits, else longest first; one
+        seeded generator across them). The prefill's attention scores grow with rows x length^2: 64 SmolLM2 episodes
+        of ~1,500 tokens in one batch took a demo past 20 GB; 32K positions (about 21 such episodes) hold about 2 GB
+        of scores."""
         if not requests:
             return []
         prompts = [self.prompt_ids(r) for r in requests]

@@ -3,9 +3,7 @@
 With `where` given, the LM head and the log-softmax run only at those positions (TRL's selective log-softmax idea):
 at a 49K vocabulary, [batch x length x vocab] fp32 logits of every position dominate memory, while a loss needs
 only the trained tokens. The forward runs under bf16 autocast when `bf16` is set (policy.precision); log-softmax is
-always taken in fp32. A right-padded batch is run without its attention mask: causal attention already keeps every
-real token from seeing the padding after it, and without an explicit mask PyTorch's SDPA takes its fused causal
-kernel instead of materialising a [T x T] mask and score matrix per layer.
+always taken in fp32.
 """
 
 from __future__ import annotations
@@ -26,18 +24,11 @@ def _head_only_where(model: Any) -> bool:
     return isinstance(model.get_output_embeddings(), torch.nn.Linear) and hasattr(model, "model")
 
 
-def _right_padded(attention: torch.Tensor) -> bool:
-    """Whether every row is ones followed only by zeros."""
-    return bool((attention.cumprod(-1) == attention).all())
-
-
-def token_logprobs(model: Any, ids: torch.Tensor, attention: torch.Tensor | None, where: torch.Tensor | None = None,
+def token_logprobs(model: Any, ids: torch.Tensor, attention: torch.Tensor, where: torch.Tensor | None = None,
                    bf16: bool = False) -> torch.Tensor:
     """log pi(token_t | tokens_<t) for t >= 1, as [B, T-1] fp32; with `where` ([B, T-1] bool or 0/1), positions
     outside it are 0 and cost no LM head. Values at padding positions are meaningless: mask them."""
     targets = ids[:, 1:]
-    if attention is not None and _right_padded(attention):
-        attention = None
     with autocast(ids.device, bf16):
         if where is None or not _head_only_where(model):
             logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1]

@@ -58,6 +58,10 @@ PRECISION = "fp32"
 """The toys warm up, sample and train in fp32: their figures were measured so, and in fp32 the sampler's logprobs
 match the trainer's to 1e-5, so a clip fraction above 0 exposes a misaligned loss mask (bf16 would recompute pi_old
 and hide it). Build their HFPolicy with `precision=PRECISION` too."""
+ONE_BATCH = 1 << 30
+"""The toys' token budget: no split into micro-batches, so each step computes exactly as when their figures were
+measured (their RL outcome is chaotic: reordering rows within a step flipped the summary toy from 0.94 to a
+collapse onto one candidate)."""
 CHOICE_CONFIG = AgenticHeavyConfig(k=2, choice_tool=True)
 """The summary stage of the choice cases: two candidates, answered by a choose_candidate call."""
 
@@ -216,7 +220,8 @@ def warm_judges(root: Path, repeats: int, epochs: int, seed: int = 0) -> tuple[l
     tiny = build_tiny_model([render(e.messages, e.tools) for e in habits[:200]], root / "tiny", vocab_size=600,
                             hidden_size=64, num_layers=2, num_heads=4, max_position_embeddings=1024, seed=seed)
     train_sft(tiny, habits, root / "warm", SFTConfig(epochs=epochs, lr=3e-3, batch_size=16, warmup_steps=5,
-                                                     seed=seed, precision=PRECISION), show_progress=False)
+                                                     seed=seed, precision=PRECISION, micro_batch_tokens=ONE_BATCH),
+              show_progress=False)
     return tasks, root / "warm"
 
 
@@ -231,7 +236,8 @@ def warm_switchboard(root: Path, repeats: int, epochs: int, seed: int = 0,
     tiny = build_tiny_model([render(e.messages, tools) for e in habits], root / "tiny", vocab_size=400,
                             hidden_size=64, num_layers=2, num_heads=num_heads, max_position_embeddings=512, seed=seed)
     train_sft(tiny, habits, root / "warm", SFTConfig(epochs=epochs, lr=3e-3, batch_size=16, warmup_steps=5,
-                                                     seed=seed, precision=PRECISION), show_progress=False)
+                                                     seed=seed, precision=PRECISION, micro_batch_tokens=ONE_BATCH),
+              show_progress=False)
     return tasks, root / "warm"
 
 
@@ -244,8 +250,8 @@ def pass_rate(policy: Policy, tasks: list[Task], trials: int, rollout: RolloutCo
 
 def judge_rl_config(warm: Path, out: Path, steps: int, lr: float) -> RLConfig:
     """`rl_config` for the judging tasks, synchronous (each step's groups sampled by the weights it updates), replies
-    of up to 48 tokens, learning rate `lr` (2e-3 takes the summary stage from 0.16 to 0.95 in 30 seeded steps, and the
-    longer verdicts from 0.10 to 0.90-0.98). Streaming at staleness 0 with 6 groups in flight dropped nearly as many groups as stale as
+    of up to 48 tokens, learning rate `lr` (1e-3 took the summary stage from 0.16 to 0.94 in 30 steps; the longer
+    verdicts needed 2e-3). Streaming at staleness 0 with 6 groups in flight dropped nearly as many groups as stale as
     it trained, and in one of two runs the summary collapsed onto always choosing candidate 1 (0.99 / 0.03)."""
     cfg = rl_config(warm, out, steps, mode="sync", max_wait_seconds=120, max_staleness=0)
     sampling = cfg.rollout.sampling.model_copy(update={"max_new_tokens": 48})
@@ -263,4 +269,4 @@ def rl_config(warm: Path, out: Path, steps: int, mode: str = "async", max_wait_s
                     max_wait_seconds=max_wait_seconds,
                     manager=ManagerConfig(group_size=8, inflight_groups=inflight_groups, seed=0),
                     trainer=TrainerConfig(algorithm="gspo", lr=2e-3, eps_low=0.2, eps_high=0.2,
-                                          precision=PRECISION), rollout=ROLLOUT)
+                                          precision=PRECISION, micro_batch_tokens=ONE_BATCH), rollout=ROLLOUT)
