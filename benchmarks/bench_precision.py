@@ -6,7 +6,9 @@ marked as sampled (an RL episode's shape: a long prompt, a short reply), behavio
 pass, rewards alternating 0/1. Each arm builds a fresh `Trainer` from the pulled model and times `Trainer.step`
 (forward, GSPO loss, backward, clipping, AdamW; under bf16 also the no-grad pass that recomputes pi_old) as the median
 of STEPS steps after one untimed step. Peak memory is the process's resident set sampled every 20 ms during the
-timed steps, minus the resident set before the arm's trainer was built. Ratios are against fp32 with the full head.
+timed steps, minus the resident set before the arm's trainer was built; the allocator keeps memory freed by earlier
+arms, so only the first arm's figure is a clean peak (run one arm alone for another's). Ratios are against fp32 with
+the full head.
 """
 
 from __future__ import annotations
