@@ -172,7 +172,6 @@ def prepare(model: Any, tokenizer: Any, out: Path, source: dict[str, Any], dtype
 
     if getattr(model, "hf_quantizer", None) is not None:  # GGUF loads dequantized but keep a quantizer that blocks
         model.hf_quantizer = None                         # save_pretrained
-    model.config.quantization_config = None
     for attr in ("quantization_config", "_pre_quantization_dtype"):
         if hasattr(model.config, attr):
             delattr(model.config, attr)

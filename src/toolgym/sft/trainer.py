@@ -114,8 +114,8 @@ def sft_loss(model: Any, batch: dict[str, torch.Tensor], context_weight: float, 
 def _accumulate(model: Any, batch: Sequence[tuple[list[int], list[int]]], pad_id: int, cfg: SFTConfig,
                 bf16: bool) -> tuple[float, float]:
     """Backward of one step's loss over token-budget micro-batches; (total loss, assistant-token loss)."""
-    whole = [_loss_counts(collate([row], pad_id)) for row in batch]
-    totals = (sum(o.sum().item() for o, _ in whole), sum(c.sum().item() for _, c in whole))
+    own = sum(sum(mask[1:]) for _, mask in batch)
+    totals = (float(own), float(sum(len(ids) - 1 for ids, _ in batch) - own))
     loss = own_loss = 0.0
     for chunk in token_budget_chunks([len(ids) for ids, _ in batch], cfg.micro_batch_tokens):
         tensors = {k: v.to(cfg.device) for k, v in collate([batch[i] for i in chunk], pad_id).items()}
